@@ -1,0 +1,27 @@
+//! `cw_additions` table.
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "cw_additions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: i64,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i64,
+    pub agreement_id: i64,
+    pub sequence_number: i64,
+    pub product_id: Option<i64>,
+    pub product_identifier: Option<String>,
+    pub description: Option<String>,
+    /// As ConnectWise reported it (a JSON number kept as text: display only, never computed with).
+    pub quantity: Option<String>,
+    pub effective_date: Option<Date>,
+    pub cancelled_date: Option<Date>,
+    pub refreshed_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

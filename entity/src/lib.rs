@@ -1,0 +1,19 @@
+//! sea-orm entities, one module per table. No GraphQL here: the API adapts these models.
+pub mod audit_entry;
+pub mod consumption_sample;
+pub mod customer;
+pub mod customer_mapping;
+pub mod cw_addition;
+pub mod cw_agreement;
+pub mod cw_board;
+pub mod cw_board_item;
+pub mod cw_company;
+pub mod cw_settings;
+pub mod license;
+pub mod product_mapping;
+pub mod push;
+pub mod push_attempt;
+pub mod sync_run;
+pub mod tenant;
+pub mod ticket;
+pub mod worker_heartbeat;
