@@ -1,0 +1,997 @@
+//! Request handling of the fake.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde_json::{Value, json};
+
+use crate::conditions;
+use crate::{
+    Catalog, FakeAddition, FakeAgreement, FakeBoard, FakeCompany, Fault, RecordedRequest, State,
+    lock,
+};
+
+/// `Some(key)` when `path` is `/finance/agreements/{a}/additions/{id}`.
+pub(crate) fn addition_key(path: &str) -> Option<&str> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["finance", "agreements", a, "additions", id]
+            if a.parse::<i64>().is_ok() && id.parse::<i64>().is_ok() =>
+        {
+            Some(path)
+        }
+        _ => None,
+    }
+}
+
+/// Records the request when finished — or with 499 when the client went away first.
+struct Recorder {
+    state: Arc<State>,
+    rec: Option<RecordedRequest>,
+}
+
+impl Recorder {
+    fn finish(mut self, status: u16) {
+        if let Some(mut r) = self.rec.take() {
+            r.status = status;
+            r.finished_at = Instant::now();
+            lock(&self.state.log).push(r);
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.rec.take() {
+            r.status = 499;
+            r.finished_at = Instant::now();
+            lock(&self.state.log).push(r);
+        }
+    }
+}
+
+/// Counts a request as in flight for its addition path while alive.
+struct InflightGuard {
+    state: Arc<State>,
+    key: String,
+}
+
+impl InflightGuard {
+    fn new(state: Arc<State>, key: &str) -> Self {
+        let n = {
+            let mut m = lock(&state.inflight);
+            let n = m.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        state.max_inflight.fetch_max(n, Ordering::SeqCst);
+        InflightGuard {
+            state,
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let mut m = lock(&self.state.inflight);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn header(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The single entry point: every request goes through here.
+pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) -> HttpResponse {
+    let state: Arc<State> = state.into_inner();
+    let started_at = Instant::now();
+    let wall_clock = chrono::Utc::now();
+    let method = req.method().as_str().to_ascii_uppercase();
+    let full_path = req.path().to_string();
+    let prefix = format!("/{}/apis/3.0", state.cfg.codebase);
+    let (path, in_api) = match full_path.strip_prefix(&prefix) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => (rest.to_string(), true),
+        _ => (full_path.clone(), false),
+    };
+    let query = req.query_string().to_string();
+    let body_json: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
+    let authorized = header(&req, "authorization").as_deref() == Some(&state.expected_auth)
+        && header(&req, "clientid").as_deref() == Some(&state.cfg.client_id);
+    let seq = state.request_seq.fetch_add(1, Ordering::SeqCst);
+    let port = state
+        .site_url
+        .get()
+        .and_then(|s| s.rsplit(':').next())
+        .unwrap_or("0")
+        .to_string();
+    let request_id = format!("fake-{port}-{seq:08}");
+    let recorder = Recorder {
+        state: state.clone(),
+        rec: Some(RecordedRequest {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            body: body_json.clone(),
+            started_at,
+            finished_at: started_at,
+            wall_clock,
+            status: 0,
+            authorized,
+            request_id: request_id.clone(),
+            accept: header(&req, "accept"),
+            content_type: header(&req, "content-type"),
+        }),
+    };
+    let _inflight = if in_api {
+        addition_key(&path).map(|k| InflightGuard::new(state.clone(), k))
+    } else {
+        None
+    };
+
+    let latency = state.latency_nanos.load(Ordering::SeqCst);
+    if latency > 0 {
+        actix_web::rt::time::sleep(Duration::from_nanos(latency)).await;
+    }
+
+    let fault = pick_fault(&state, &method, &path, in_api);
+    // A broken connection is recorded as 444 ("closed without response"), not as its 200 head.
+    let closes = matches!(fault, Some(Fault::CloseConnection));
+    let mut response = match fault {
+        Some(Fault::Delay(d)) => {
+            actix_web::rt::time::sleep(d).await;
+            None
+        }
+        Some(f) => Some(fault_response(f)),
+        None => None,
+    }
+    .unwrap_or_else(|| {
+        let ctx = Ctx {
+            state: &state,
+            method: &method,
+            path: &path,
+            full_path: &full_path,
+            query: &query,
+            body: body_json.as_ref(),
+            raw_body_len: body.len(),
+            content_type: header(&req, "content-type"),
+        };
+        if !in_api {
+            route_outside_api(&ctx)
+        } else if !authorized {
+            let msg = if header(&req, "clientid").is_none() {
+                "clientId header is required"
+            } else {
+                "Invalid credentials or clientId"
+            };
+            error(401, "Unauthorized", msg)
+        } else {
+            route(&ctx)
+        }
+    });
+    let headers = response.headers_mut();
+    if let Ok(v) = request_id.parse() {
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static("x-cw-request-id"),
+            v,
+        );
+    }
+    headers.insert(
+        actix_web::http::header::HeaderName::from_static("api-current-version"),
+        actix_web::http::header::HeaderValue::from_static("2025.8"),
+    );
+    recorder.finish(if closes {
+        444
+    } else {
+        response.status().as_u16()
+    });
+    response
+}
+
+fn status_name(code: u16) -> &'static str {
+    match code {
+        400 => "InvalidObject",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        415 => "UnsupportedMediaType",
+        429 => "TooManyRequests",
+        500 => "InternalServerError",
+        502 => "BadGateway",
+        503 => "ServiceUnavailable",
+        504 => "GatewayTimeout",
+        _ => "Error",
+    }
+}
+
+fn status(code: u16) -> HttpResponseBuilder {
+    HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+fn error(code: u16, cw_code: &str, message: &str) -> HttpResponse {
+    status(code).json(json!({"code": cw_code, "message": message}))
+}
+
+fn invalid(message: &str, field: &str) -> HttpResponse {
+    status(400).json(json!({
+        "code": "InvalidObject",
+        "message": message,
+        "errors": [{"code": "InvalidField", "message": message, "resource": "fake", "field": field}]
+    }))
+}
+
+/// A body that fails immediately: the connection is dropped mid-response.
+struct BrokenBody;
+
+impl MessageBody for BrokenBody {
+    type Error = std::io::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::other(
+            "fake-connectwise: injected connection close",
+        ))))
+    }
+}
+
+fn fault_response(f: Fault) -> HttpResponse {
+    match f {
+        Fault::Status(code) => error(
+            code,
+            status_name(code),
+            &format!("Injected fault: HTTP {code}"),
+        ),
+        Fault::RateLimit { retry_after_secs } => status(429)
+            .insert_header(("Retry-After", retry_after_secs.to_string()))
+            .json(json!({"code": "TooManyRequests", "message": "Too many requests, retry later"})),
+        Fault::CloseConnection => status(200)
+            .content_type("application/json")
+            .body(BrokenBody),
+        Fault::Raw {
+            status: code,
+            headers,
+            body,
+        } => {
+            let mut b = status(code);
+            b.content_type("application/json");
+            for (k, v) in headers {
+                b.insert_header((k, v));
+            }
+            b.body(body)
+        }
+        Fault::Delay(_) => status(500).finish(), // handled by the caller
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// xorshift64* step.
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+fn pick_fault(state: &State, method: &str, path: &str, in_api: bool) -> Option<Fault> {
+    let mut faults = lock(&state.faults);
+    for rule in faults.rules.iter_mut() {
+        if rule.times == 0 {
+            continue;
+        }
+        if let Some(m) = &rule.method
+            && !m.eq_ignore_ascii_case(method)
+        {
+            continue;
+        }
+        if let Some(p) = &rule.path_contains
+            && !path.contains(p.as_str())
+        {
+            continue;
+        }
+        if rule.times != usize::MAX {
+            rule.times -= 1;
+        }
+        return Some(rule.fault.clone());
+    }
+    faults.rules.retain(|r| r.times > 0);
+    let rnd = faults.random.as_mut()?;
+    if !in_api || !(method == "GET" || method == "PATCH") || addition_key(path).is_none() {
+        return None;
+    }
+    let key = format!("{method} {path}");
+    let n = {
+        let c = rnd.counters.entry(key.clone()).or_insert(0);
+        *c += 1;
+        *c
+    };
+    let mut x = splitmix64(rnd.seed ^ fnv1a(&key) ^ splitmix64(n));
+    if x == 0 {
+        x = 0x1234_5678_9ABC_DEF1;
+    }
+    let plan = &rnd.plan;
+    let roll = (xorshift(&mut x) % 1000) as u32;
+    let p5 = plan.p_5xx_permille;
+    let p429 = p5.saturating_add(plan.p_429_permille);
+    let pslow = p429.saturating_add(plan.p_slow_permille);
+    let fault = if roll < p5 {
+        let code = [500u16, 502, 503, 504][(xorshift(&mut x) % 4) as usize];
+        Some(Fault::Status(code))
+    } else if roll < p429 {
+        let (lo, hi) = plan.retry_after_secs;
+        let (lo, hi) = (lo.min(hi), lo.max(hi));
+        let span = hi - lo;
+        let secs = if span == u64::MAX {
+            xorshift(&mut x)
+        } else {
+            lo + xorshift(&mut x) % (span + 1)
+        };
+        Some(Fault::RateLimit {
+            retry_after_secs: secs,
+        })
+    } else if roll < pslow {
+        Some(Fault::Delay(plan.slow))
+    } else {
+        None
+    };
+    let max = plan.max_consecutive_per_path;
+    let consecutive = rnd.consecutive.entry(path.to_string()).or_insert(0);
+    match fault {
+        Some(_) if max > 0 && *consecutive >= max => {
+            *consecutive = 0;
+            None
+        }
+        Some(f) => {
+            *consecutive += 1;
+            Some(f)
+        }
+        None => {
+            *consecutive = 0;
+            None
+        }
+    }
+}
+
+struct Ctx<'a> {
+    state: &'a State,
+    method: &'a str,
+    path: &'a str,
+    full_path: &'a str,
+    query: &'a str,
+    body: Option<&'a Value>,
+    raw_body_len: usize,
+    content_type: Option<String>,
+}
+
+fn route_outside_api(ctx: &Ctx<'_>) -> HttpResponse {
+    let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
+    match (ctx.method, segs.as_slice()) {
+        ("GET", [login, info, company])
+            if login.eq_ignore_ascii_case("login") && info.eq_ignore_ascii_case("companyinfo") =>
+        {
+            let cfg = &ctx.state.cfg;
+            if company.eq_ignore_ascii_case(&cfg.company_id) {
+                status(200).json(json!({
+                    "CompanyName": "Fake MSP",
+                    "Codebase": format!("{}/", cfg.codebase),
+                    "VersionCode": "v2025.1",
+                    "VersionNumber": "v4.6.2025.1",
+                    "CompanyID": cfg.company_id,
+                    "IsCloud": true,
+                    "SiteUrl": ctx.state.site_url.get().cloned().unwrap_or_default(),
+                }))
+            } else {
+                // Real ConnectWise answers unknown companies with empty fields.
+                status(200).json(json!({
+                    "CompanyName": null, "Codebase": null, "VersionCode": null,
+                    "CompanyID": null, "IsCloud": false, "SiteUrl": null
+                }))
+            }
+        }
+        _ => error(404, "NotFound", "Not found"),
+    }
+}
+
+const COMPANY_FIELDS: &[&str] = &[
+    "id",
+    "identifier",
+    "name",
+    "deletedflag",
+    "status/id",
+    "status/name",
+];
+const AGREEMENT_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "type/id",
+    "type/name",
+    "company/id",
+    "company/identifier",
+    "company/name",
+    "agreementstatus",
+    "cancelledflag",
+    "nextinvoicedate",
+];
+const ADDITION_FIELDS: &[&str] = &[
+    "id",
+    "product/id",
+    "product/identifier",
+    "quantity",
+    "sequencenumber",
+    "agreementid",
+    "agreementstatus",
+    "cancelleddate",
+    "effectivedate",
+    "description",
+];
+const BOARD_FIELDS: &[&str] = &["id", "name", "inactiveflag"];
+const BOARD_ITEM_FIELDS: &[&str] = &["id", "name", "defaultflag"];
+const TICKET_FIELDS: &[&str] = &[
+    "id",
+    "summary",
+    "externalxref",
+    "company/id",
+    "board/id",
+    "status/id",
+    "team/id",
+];
+
+fn route(ctx: &Ctx<'_>) -> HttpResponse {
+    let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
+    let id = |s: &str| s.parse::<i64>().ok();
+    let m = ctx.method;
+    let cat = || lock(&ctx.state.catalog);
+    match segs.as_slice() {
+        ["system", "info"] if m == "GET" => status(200).json(json!({
+            "version": "v2025.1",
+            "isCloud": true,
+            "serverTimeZone": "Eastern Standard Time",
+            "licenseBits": [],
+            "cloudRegion": "NA"
+        })),
+        ["company", "companies"] if m == "GET" => {
+            let items: Vec<Value> = {
+                let c = cat();
+                c.companies.values().map(company_json).collect()
+            };
+            list(ctx, items, COMPANY_FIELDS)
+        }
+        ["company", "companies", "count"] if m == "GET" => {
+            let items: Vec<Value> = cat().companies.values().map(company_json).collect();
+            count(ctx, items, COMPANY_FIELDS)
+        }
+        ["company", "companies", cid] if m == "GET" => match id(cid) {
+            Some(cid) => match cat().companies.get(&cid) {
+                Some(c) => status(200).json(company_json(c)),
+                None => error(404, "NotFound", &format!("Company with id {cid} not found")),
+            },
+            None => invalid("Invalid company id", "id"),
+        },
+        ["finance", "agreements"] if m == "GET" => {
+            let items: Vec<Value> = {
+                let c = cat();
+                c.agreements
+                    .values()
+                    .map(|a| agreement_json(&c, a))
+                    .collect()
+            };
+            list(ctx, items, AGREEMENT_FIELDS)
+        }
+        ["finance", "agreements", "count"] if m == "GET" => {
+            let items: Vec<Value> = {
+                let c = cat();
+                c.agreements
+                    .values()
+                    .map(|a| agreement_json(&c, a))
+                    .collect()
+            };
+            count(ctx, items, AGREEMENT_FIELDS)
+        }
+        ["finance", "agreements", aid] if m == "GET" => match id(aid) {
+            Some(aid) => {
+                let c = cat();
+                match c.agreements.get(&aid) {
+                    Some(a) => status(200).json(agreement_json(&c, a)),
+                    None => error(
+                        404,
+                        "NotFound",
+                        &format!("Agreement with id {aid} not found"),
+                    ),
+                }
+            }
+            None => invalid("Invalid agreement id", "id"),
+        },
+        ["finance", "agreements", aid, "additions"] if m == "GET" => {
+            let Some(aid) = id(aid) else {
+                return invalid("Invalid agreement id", "id");
+            };
+            let items: Option<Vec<Value>> = {
+                let c = cat();
+                c.agreements.get(&aid).map(|_| {
+                    c.additions_by_agreement
+                        .get(&aid)
+                        .map(|set| {
+                            set.iter()
+                                .filter_map(|i| c.additions.get(i))
+                                .map(|a| addition_json(&c, a))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+            };
+            match items {
+                Some(items) => list(ctx, items, ADDITION_FIELDS),
+                None => error(
+                    404,
+                    "NotFound",
+                    &format!("Agreement with id {aid} not found"),
+                ),
+            }
+        }
+        ["finance", "agreements", aid, "additions", xid] if m == "GET" || m == "PATCH" => {
+            let (Some(aid), Some(xid)) = (id(aid), id(xid)) else {
+                return invalid("Invalid id", "id");
+            };
+            if m == "GET" {
+                let c = cat();
+                match c.additions.get(&xid).filter(|a| a.agreement_id == aid) {
+                    Some(a) => status(200).json(addition_json(&c, a)),
+                    None => not_found_addition(aid, xid),
+                }
+            } else {
+                patch_addition(ctx, aid, xid)
+            }
+        }
+        ["service", "boards"] if m == "GET" => {
+            let items: Vec<Value> = cat().boards.values().map(board_json).collect();
+            list(ctx, items, BOARD_FIELDS)
+        }
+        ["service", "boards", bid] if m == "GET" => match id(bid) {
+            Some(bid) => match cat().boards.get(&bid) {
+                Some(b) => status(200).json(board_json(b)),
+                None => error(404, "NotFound", &format!("Board with id {bid} not found")),
+            },
+            None => invalid("Invalid board id", "id"),
+        },
+        ["service", "boards", bid, kind] if m == "GET" => {
+            let Some(bid) = id(bid) else {
+                return invalid("Invalid board id", "id");
+            };
+            let items: Option<Option<Vec<Value>>> = cat().boards.get(&bid).map(|b| {
+                let v = match *kind {
+                    "teams" => &b.teams,
+                    "statuses" => &b.statuses,
+                    "types" => &b.types,
+                    "subtypes" => &b.subtypes,
+                    _ => return None,
+                };
+                Some(
+                    v.iter()
+                        .map(|(i, n, d)| json!({"id": i, "name": n, "defaultFlag": d}))
+                        .collect(),
+                )
+            });
+            match items {
+                Some(Some(items)) => list(ctx, items, BOARD_ITEM_FIELDS),
+                Some(None) => error(404, "NotFound", "Not found"),
+                None => error(404, "NotFound", &format!("Board with id {bid} not found")),
+            }
+        }
+        ["service", "tickets"] if m == "GET" => {
+            let items: Vec<Value> = cat().tickets.iter().map(public_ticket).collect();
+            list(ctx, items, TICKET_FIELDS)
+        }
+        ["service", "tickets"] if m == "POST" => create_ticket(ctx),
+        ["service", "tickets", tid] if m == "GET" => {
+            let Some(tid) = id(tid) else {
+                return invalid("Invalid ticket id", "id");
+            };
+            let found = cat()
+                .tickets
+                .iter()
+                .find(|t| t["id"].as_i64() == Some(tid))
+                .map(public_ticket);
+            match found {
+                Some(t) => status(200).json(t),
+                None => error(404, "NotFound", &format!("Ticket with id {tid} not found")),
+            }
+        }
+        _ if is_known_path(&segs) => error(405, "MethodNotAllowed", "Method not allowed"),
+        _ => error(404, "NotFound", "Not found"),
+    }
+}
+
+fn is_known_path(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        ["system", "info"]
+            | ["company", "companies", ..]
+            | ["finance", "agreements", ..]
+            | ["service", "boards", ..]
+            | ["service", "tickets", ..]
+    )
+}
+
+fn not_found_addition(aid: i64, xid: i64) -> HttpResponse {
+    error(
+        404,
+        "NotFound",
+        &format!("AgreementAddition with id {xid} not found on agreement {aid}"),
+    )
+}
+
+fn requires_json(ctx: &Ctx<'_>) -> Option<HttpResponse> {
+    let ok = ctx
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+    if ok {
+        None
+    } else {
+        Some(error(
+            415,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json",
+        ))
+    }
+}
+
+fn patch_addition(ctx: &Ctx<'_>, aid: i64, xid: i64) -> HttpResponse {
+    if let Some(r) = requires_json(ctx) {
+        return r;
+    }
+    let Some(Value::Array(ops)) = ctx.body else {
+        let what = if ctx.raw_body_len == 0 {
+            "missing"
+        } else {
+            "not a JSON array"
+        };
+        return invalid(
+            &format!("PATCH body must be a JSON array of operations ({what})"),
+            "body",
+        );
+    };
+    if ops.is_empty() {
+        return invalid("PATCH body must contain at least one operation", "body");
+    }
+    let mut new_quantity = None;
+    for op in ops {
+        let Some(obj) = op.as_object() else {
+            return invalid("Each operation must be an object", "body");
+        };
+        let keys_ok = obj.len() == 3
+            && obj.get("op").and_then(Value::as_str) == Some("replace")
+            && obj.get("path").and_then(Value::as_str) == Some("quantity");
+        if !keys_ok {
+            return invalid(
+                "Only {\"op\":\"replace\",\"path\":\"quantity\",\"value\":<number>} is supported",
+                "body",
+            );
+        }
+        let q = match obj.get("value") {
+            Some(Value::Number(n)) => n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            }),
+            _ => None,
+        };
+        match q {
+            Some(q) => new_quantity = Some(q),
+            None => return invalid("quantity must be a whole number", "quantity"),
+        }
+    }
+    let mut c = lock(&ctx.state.catalog);
+    let Some(q) = new_quantity else {
+        return invalid("No operation", "body");
+    };
+    match c.additions.get_mut(&xid).filter(|a| a.agreement_id == aid) {
+        Some(a) => {
+            a.quantity = q;
+            let a = a.clone();
+            status(200).json(addition_json(&c, &a))
+        }
+        None => not_found_addition(aid, xid),
+    }
+}
+
+fn ref_id(body: &Value, key: &str) -> Option<i64> {
+    body.get(key)?.get("id")?.as_i64()
+}
+
+fn create_ticket(ctx: &Ctx<'_>) -> HttpResponse {
+    if let Some(r) = requires_json(ctx) {
+        return r;
+    }
+    let Some(body) = ctx.body.filter(|b| b.is_object()) else {
+        return invalid("Ticket body must be a JSON object", "body");
+    };
+    let summary = body.get("summary").and_then(Value::as_str).unwrap_or("");
+    if summary.trim().is_empty() {
+        return invalid("summary is required", "summary");
+    }
+    if summary.chars().count() > 100 {
+        return invalid("summary may not exceed 100 characters", "summary");
+    }
+    let xref = match body.get("externalXRef") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= 100 => Some(s.clone()),
+        Some(_) => return invalid("externalXRef may not exceed 100 characters", "externalXRef"),
+    };
+    let mut c = lock(&ctx.state.catalog);
+    let company = match ref_id(body, "company").and_then(|id| c.companies.get(&id)) {
+        Some(co) => json!({"id": co.id, "identifier": co.identifier, "name": co.name}),
+        None => return invalid("company is required and must exist", "company"),
+    };
+    let Some(board) = ref_id(body, "board").and_then(|id| c.boards.get(&id)) else {
+        return invalid("board is required and must exist", "board");
+    };
+    let pick = |key: &str, items: &[(i64, String, bool)], use_default: bool| match ref_id(body, key)
+    {
+        Some(id) => match items.iter().find(|(i, _, _)| *i == id) {
+            Some((i, n, _)) => Ok(json!({"id": i, "name": n})),
+            None => Err((
+                format!("{key} {id} does not belong to board {}", board.id),
+                key.to_string(),
+            )),
+        },
+        None if use_default => Ok(items
+            .iter()
+            .find(|(_, _, d)| *d)
+            .map(|(i, n, _)| json!({"id": i, "name": n}))
+            .unwrap_or(Value::Null)),
+        None => Ok(Value::Null),
+    };
+    let status_v = match pick("status", &board.statuses, true) {
+        Ok(v) => v,
+        Err((msg, field)) => return invalid(&msg, &field),
+    };
+    let team = match pick("team", &board.teams, false) {
+        Ok(v) => v,
+        Err((msg, field)) => return invalid(&msg, &field),
+    };
+    let type_v = match pick("type", &board.types, false) {
+        Ok(v) => v,
+        Err((msg, field)) => return invalid(&msg, &field),
+    };
+    let subtype = match pick("subType", &board.subtypes, false) {
+        Ok(v) => v,
+        Err((msg, field)) => return invalid(&msg, &field),
+    };
+    let board_v = json!({"id": board.id, "name": board.name});
+    let id = c.next_ticket_id;
+    c.next_ticket_id += 1;
+    let stored = json!({
+        "id": id,
+        "summary": summary,
+        "externalXRef": xref,
+        "company": company,
+        "board": board_v,
+        "status": status_v,
+        "team": team,
+        "type": type_v,
+        "subType": subtype,
+        "initialDescription": body.get("initialDescription").cloned().unwrap_or(Value::Null),
+    });
+    let public = public_ticket(&stored);
+    c.tickets.push(stored);
+    status(201).json(public)
+}
+
+fn public_ticket(t: &Value) -> Value {
+    let mut t = t.clone();
+    if let Some(o) = t.as_object_mut() {
+        o.remove("initialDescription");
+    }
+    t
+}
+
+fn company_status_id(name: &str) -> i64 {
+    match name.to_ascii_lowercase().as_str() {
+        "active" => 1,
+        "inactive" => 2,
+        "not approved" => 3,
+        "credit hold" => 4,
+        "no longer in business" => 5,
+        other => 100 + (fnv1a(other) % 900) as i64,
+    }
+}
+
+fn company_json(c: &FakeCompany) -> Value {
+    json!({
+        "id": c.id,
+        "identifier": c.identifier,
+        "name": c.name,
+        "status": {"id": company_status_id(&c.status), "name": c.status},
+        "deletedFlag": c.deleted,
+        "_info": {"lastUpdated": "2026-01-01T00:00:00Z"}
+    })
+}
+
+fn agreement_json(cat: &Catalog, a: &FakeAgreement) -> Value {
+    let company = match cat.companies.get(&a.company_id) {
+        Some(c) => json!({"id": c.id, "identifier": c.identifier, "name": c.name}),
+        None => json!({"id": a.company_id}),
+    };
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "type": {"id": 1, "name": "Managed Services"},
+        "company": company,
+        "agreementStatus": a.status,
+        "cancelledFlag": a.cancelled_flag,
+        "startDate": "2025-01-01T00:00:00Z",
+        "nextInvoiceDate": a.next_invoice_date,
+        "prorateFlag": false,
+        "_info": {"lastUpdated": "2026-01-01T00:00:00Z"}
+    })
+}
+
+fn addition_json(cat: &Catalog, a: &FakeAddition) -> Value {
+    let agreement_status = cat
+        .agreements
+        .get(&a.agreement_id)
+        .map(|g| g.status.clone());
+    json!({
+        "id": a.id,
+        "product": {"id": a.product_id, "identifier": a.product_identifier},
+        "quantity": a.quantity,
+        "lessIncluded": 0,
+        "unitPrice": 10.0,
+        "unitCost": 5.0,
+        "billCustomer": "Billable",
+        "effectiveDate": a.effective_date,
+        "cancelledDate": a.cancelled_date,
+        "sequenceNumber": a.sequence_number,
+        "agreementId": a.agreement_id,
+        "agreementStatus": agreement_status,
+        "description": a.description,
+        "uom": "Each",
+        "_info": {"lastUpdated": "2026-01-01T00:00:00Z", "updatedBy": "fake"}
+    })
+}
+
+fn board_json(b: &FakeBoard) -> Value {
+    json!({"id": b.id, "name": b.name, "inactiveFlag": false})
+}
+
+struct ListQuery {
+    page: usize,
+    page_size: usize,
+    conditions: Option<conditions::Expr>,
+    others: Vec<(String, String)>,
+}
+
+/// Page, page size and conditions of a list request; `Err((message, field))` when invalid.
+fn parse_list_query(ctx: &Ctx<'_>, allowed: &[&str]) -> Result<ListQuery, (String, &'static str)> {
+    let mut q = ListQuery {
+        page: 1,
+        page_size: 25,
+        conditions: None,
+        others: Vec::new(),
+    };
+    for (k, v) in url::form_urlencoded::parse(ctx.query.as_bytes()) {
+        if k.eq_ignore_ascii_case("page") {
+            match v.trim().parse::<i64>() {
+                Ok(p) => q.page = p.max(1) as usize,
+                Err(_) => return Err(("page must be a number".into(), "page")),
+            }
+        } else if k.eq_ignore_ascii_case("pageSize") {
+            match v.trim().parse::<i64>() {
+                Ok(s) if s >= 1 => q.page_size = (s as usize).min(1000),
+                Ok(_) => q.page_size = 25,
+                Err(_) => return Err(("pageSize must be a number".into(), "pageSize")),
+            }
+        } else if k.eq_ignore_ascii_case("conditions") {
+            if !v.trim().is_empty() {
+                match conditions::parse(&v, allowed) {
+                    Ok(e) => q.conditions = Some(e),
+                    Err(e) => return Err((format!("Invalid conditions: {e}"), "conditions")),
+                }
+            }
+            q.others.push((k.into_owned(), v.into_owned()));
+        } else {
+            q.others.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    Ok(q)
+}
+
+fn count(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
+    let q = match parse_list_query(ctx, allowed) {
+        Ok(q) => q,
+        Err((msg, field)) => return invalid(&msg, field),
+    };
+    let n = match &q.conditions {
+        Some(e) => items.iter().filter(|i| conditions::eval(e, i)).count(),
+        None => items.len(),
+    };
+    status(200).json(json!({"count": n}))
+}
+
+fn list(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
+    let q = match parse_list_query(ctx, allowed) {
+        Ok(q) => q,
+        Err((msg, field)) => return invalid(&msg, field),
+    };
+    let filtered: Vec<Value> = match &q.conditions {
+        Some(e) => items
+            .into_iter()
+            .filter(|i| conditions::eval(e, i))
+            .collect(),
+        None => items,
+    };
+    let total = filtered.len();
+    let last_page = total.div_ceil(q.page_size).max(1);
+    let start = (q.page - 1).saturating_mul(q.page_size).min(total);
+    let end = start.saturating_add(q.page_size).min(total);
+    let page: Vec<Value> = filtered[start..end].to_vec();
+
+    let site = ctx.state.site_url.get().cloned().unwrap_or_default();
+    let link_for = |p: usize| {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &q.others {
+            ser.append_pair(k, v);
+        }
+        ser.append_pair("page", &p.to_string());
+        ser.append_pair("pageSize", &q.page_size.to_string());
+        format!("<{site}{}?{}>", ctx.full_path, ser.finish())
+    };
+    let mut links = Vec::new();
+    if q.page > 1 {
+        links.push(format!("{}; rel=\"prev\"", link_for(q.page - 1)));
+    }
+    if q.page < last_page {
+        links.push(format!("{}; rel=\"next\"", link_for(q.page + 1)));
+    }
+    links.push(format!("{}; rel=\"first\"", link_for(1)));
+    links.push(format!("{}; rel=\"last\"", link_for(last_page)));
+    status(200)
+        .insert_header(("Link", links.join(", ")))
+        .json(Value::Array(page))
+}
