@@ -12,10 +12,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::error::{CwError, CwErrorKind};
-use crate::models::{
-    Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwResponse, NewTicket, Ticket,
-    truncate_chars,
-};
+use crate::models::{Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwResponse, NewTicket, Ticket, truncate_chars};
 
 /// The `Accept` header pinning the ConnectWise model version.
 pub const ACCEPT_HEADER_VALUE: &str = "application/vnd.connectwise.com+json; version=2025.8";
@@ -87,10 +84,7 @@ pub struct CwClient {
 
 impl fmt::Debug for CwClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CwClient")
-            .field("creds", &self.creds)
-            .field("timeout", &self.timeout)
-            .finish()
+        f.debug_struct("CwClient").field("creds", &self.creds).field("timeout", &self.timeout).finish()
     }
 }
 
@@ -106,12 +100,7 @@ struct RawResponse {
 impl RawResponse {
     fn decode<T: DeserializeOwned>(self) -> Result<CwResponse<T>, CwError> {
         match serde_json::from_slice::<T>(&self.bytes) {
-            Ok(body) => Ok(CwResponse {
-                body,
-                status: self.status,
-                request_id: self.request_id,
-                duration: self.duration,
-            }),
+            Ok(body) => Ok(CwResponse { body, status: self.status, request_id: self.request_id, duration: self.duration }),
             Err(e) => Err(CwError {
                 kind: CwErrorKind::Decode(format!("invalid response body: {e}")),
                 status: Some(self.status),
@@ -128,12 +117,7 @@ impl CwClient {
     /// (covering connect, send and reading the whole body).
     pub fn new(http: reqwest::Client, creds: Credentials, timeout: Duration) -> Self {
         let origin = origin_of(&creds.site_url);
-        CwClient {
-            http,
-            creds,
-            timeout,
-            origin,
-        }
+        CwClient { http, creds, timeout, origin }
     }
 
     /// The credentials this client uses.
@@ -148,11 +132,7 @@ impl CwClient {
 
     /// `{site}/{codebase}/apis/3.0`.
     pub fn base_url(&self) -> String {
-        format!(
-            "{}/{}/apis/3.0",
-            self.origin,
-            self.creds.codebase.trim_matches('/')
-        )
+        format!("{}/{}/apis/3.0", self.origin, self.creds.codebase.trim_matches('/'))
     }
 
     /// `GET /system/info` — a cheap connectivity and credentials check.
@@ -162,8 +142,7 @@ impl CwClient {
 
     /// All non-deleted companies, any status (`GET /company/companies?conditions=deletedFlag=false`).
     pub async fn list_companies(&self) -> Result<Vec<Company>, CwError> {
-        self.get_all("/company/companies", Some("deletedFlag=false"))
-            .await
+        self.get_all("/company/companies", Some("deletedFlag=false")).await
     }
 
     /// One company.
@@ -183,23 +162,12 @@ impl CwClient {
 
     /// All additions of an agreement.
     pub async fn list_additions(&self, agreement_id: i64) -> Result<Vec<Addition>, CwError> {
-        self.get_all(
-            &format!("/finance/agreements/{agreement_id}/additions"),
-            None,
-        )
-        .await
+        self.get_all(&format!("/finance/agreements/{agreement_id}/additions"), None).await
     }
 
     /// One addition (`GET /finance/agreements/{agreementId}/additions/{additionId}`).
-    pub async fn get_addition(
-        &self,
-        agreement_id: i64,
-        addition_id: i64,
-    ) -> Result<CwResponse<Addition>, CwError> {
-        self.get_one(&format!(
-            "/finance/agreements/{agreement_id}/additions/{addition_id}"
-        ))
-        .await
+    pub async fn get_addition(&self, agreement_id: i64, addition_id: i64) -> Result<CwResponse<Addition>, CwError> {
+        self.get_one(&format!("/finance/agreements/{agreement_id}/additions/{addition_id}")).await
     }
 
     /// Sets an addition's quantity with
@@ -211,12 +179,8 @@ impl CwClient {
         quantity: i64,
     ) -> Result<CwResponse<Addition>, CwError> {
         let body = serde_json::json!([{"op": "replace", "path": "quantity", "value": quantity}]);
-        let url = self.url(&format!(
-            "/finance/agreements/{agreement_id}/additions/{addition_id}"
-        ))?;
-        self.execute(Method::PATCH, url, Some(body.to_string().into_bytes()))
-            .await?
-            .decode()
+        let url = self.url(&format!("/finance/agreements/{agreement_id}/additions/{addition_id}"))?;
+        self.execute(Method::PATCH, url, Some(body.to_string().into_bytes())).await?.decode()
     }
 
     /// All service boards.
@@ -225,16 +189,8 @@ impl CwClient {
     }
 
     /// A board's teams, statuses, types or subtypes.
-    pub async fn list_board_items(
-        &self,
-        board_id: i64,
-        kind: BoardItemKind,
-    ) -> Result<Vec<BoardItem>, CwError> {
-        self.get_all(
-            &format!("/service/boards/{board_id}/{}", kind.path_segment()),
-            None,
-        )
-        .await
+    pub async fn list_board_items(&self, board_id: i64, kind: BoardItemKind) -> Result<Vec<BoardItem>, CwError> {
+        self.get_all(&format!("/service/boards/{board_id}/{}", kind.path_segment()), None).await
     }
 
     /// The first ticket whose `externalXRef` equals `xref` (truncated to 100 characters, as
@@ -244,36 +200,22 @@ impl CwClient {
         let conditions = format!("externalXRef={}", quote_condition_string(xref));
         let tickets: Vec<Ticket> = self.get_all("/service/tickets", Some(&conditions)).await?;
         // Defensive: only trust an exact match even if the server ignored the condition.
-        Ok(tickets
-            .into_iter()
-            .find(|t| t.external_x_ref.as_deref() == Some(xref)))
+        Ok(tickets.into_iter().find(|t| t.external_x_ref.as_deref() == Some(xref)))
     }
 
     /// Creates a ticket (`POST /service/tickets`).
     pub async fn create_ticket(&self, t: &NewTicket) -> Result<CwResponse<Ticket>, CwError> {
         let url = self.url("/service/tickets")?;
-        let body = serde_json::to_vec(t).map_err(|e| {
-            CwError::new(
-                CwErrorKind::Decode(format!("cannot encode ticket: {e}")),
-                Duration::ZERO,
-            )
-        })?;
+        let body =
+            serde_json::to_vec(t).map_err(|e| CwError::new(CwErrorKind::Decode(format!("cannot encode ticket: {e}")), Duration::ZERO))?;
         self.execute(Method::POST, url, Some(body)).await?.decode()
     }
 
     fn url(&self, path: &str) -> Result<Url, CwError> {
         let raw = format!("{}{}", self.base_url(), path);
-        let url = Url::parse(&raw).map_err(|e| {
-            CwError::new(
-                CwErrorKind::InvalidUrl(format!("{raw}: {e}")),
-                Duration::ZERO,
-            )
-        })?;
+        let url = Url::parse(&raw).map_err(|e| CwError::new(CwErrorKind::InvalidUrl(format!("{raw}: {e}")), Duration::ZERO))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(CwError::new(
-                CwErrorKind::InvalidUrl(format!("{raw}: scheme must be http or https")),
-                Duration::ZERO,
-            ));
+            return Err(CwError::new(CwErrorKind::InvalidUrl(format!("{raw}: scheme must be http or https")), Duration::ZERO));
         }
         Ok(url)
     }
@@ -284,11 +226,7 @@ impl CwClient {
     }
 
     /// Reads every page of a list, following `Link: rel="next"`.
-    async fn get_all<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        conditions: Option<&str>,
-    ) -> Result<Vec<T>, CwError> {
+    async fn get_all<T: DeserializeOwned>(&self, path: &str, conditions: Option<&str>) -> Result<Vec<T>, CwError> {
         let mut url = self.url(path)?;
         {
             let mut q = url.query_pairs_mut();
@@ -322,10 +260,7 @@ impl CwClient {
             })?;
             if seen.contains(next_url.as_str()) {
                 return Err(CwError {
-                    kind: CwErrorKind::Decode(format!(
-                        "paging loop: Link rel=\"next\" points back to {}",
-                        next_url.path()
-                    )),
+                    kind: CwErrorKind::Decode(format!("paging loop: Link rel=\"next\" points back to {}", next_url.path())),
                     status: Some(status),
                     request_id,
                     duration: started.elapsed(),
@@ -334,18 +269,13 @@ impl CwClient {
             }
             url = next_url;
         }
-        Err(CwError::new(
-            CwErrorKind::Decode(format!("more than {MAX_PAGES} pages for {path}")),
-            started.elapsed(),
-        ))
+        Err(CwError::new(CwErrorKind::Decode(format!("more than {MAX_PAGES} pages for {path}")), started.elapsed()))
     }
 
     /// Resolves a `next` link against the current URL and forces it onto the configured site
     /// (so credentials are never sent to another host).
     fn rebase_next(&self, current: &Url, next: &str) -> Result<Url, String> {
-        let resolved = current
-            .join(next)
-            .map_err(|e| format!("invalid Link rel=\"next\" URL: {e}"))?;
+        let resolved = current.join(next).map_err(|e| format!("invalid Link rel=\"next\" URL: {e}"))?;
         let mut raw = format!("{}{}", self.origin, resolved.path());
         if let Some(q) = resolved.query() {
             raw.push('?');
@@ -362,21 +292,12 @@ impl CwClient {
             self.creds.public_key,
             self.creds.private_key.expose_secret()
         ));
-        let mut auth = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
-            CwError::new(
-                CwErrorKind::InvalidUrl("credentials cannot form an HTTP header".into()),
-                Duration::ZERO,
-            )
-        })?;
+        let mut auth = HeaderValue::from_str(&format!("Basic {token}"))
+            .map_err(|_| CwError::new(CwErrorKind::InvalidUrl("credentials cannot form an HTTP header".into()), Duration::ZERO))?;
         auth.set_sensitive(true);
         h.insert(AUTHORIZATION, auth);
         let client_id = HeaderValue::from_str(&self.creds.client_id).map_err(|_| {
-            CwError::new(
-                CwErrorKind::InvalidUrl(
-                    "clientId contains characters not allowed in a header".into(),
-                ),
-                Duration::ZERO,
-            )
+            CwError::new(CwErrorKind::InvalidUrl("clientId contains characters not allowed in a header".into()), Duration::ZERO)
         })?;
         h.insert("clientId", client_id);
         h.insert(ACCEPT, HeaderValue::from_static(ACCEPT_HEADER_VALUE));
@@ -384,22 +305,11 @@ impl CwClient {
     }
 
     /// Sends one request and reads the whole body within the timeout; non-2xx become errors.
-    async fn execute(
-        &self,
-        method: Method,
-        url: Url,
-        body: Option<Vec<u8>>,
-    ) -> Result<RawResponse, CwError> {
+    async fn execute(&self, method: Method, url: Url, body: Option<Vec<u8>>) -> Result<RawResponse, CwError> {
         let headers = self.headers()?;
-        let mut rb = self
-            .http
-            .request(method.clone(), url.clone())
-            .headers(headers)
-            .timeout(self.timeout);
+        let mut rb = self.http.request(method.clone(), url.clone()).headers(headers).timeout(self.timeout);
         if let Some(b) = body {
-            rb = rb
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(b);
+            rb = rb.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(b);
         }
         let started = Instant::now();
         let result = send_and_read(&self.timeout, rb).await;
@@ -431,10 +341,7 @@ enum SendError {
     Body(u16, HeaderMap, reqwest::Error),
 }
 
-async fn send_and_read(
-    timeout: &Duration,
-    rb: reqwest::RequestBuilder,
-) -> Result<Received, SendError> {
+async fn send_and_read(timeout: &Duration, rb: reqwest::RequestBuilder) -> Result<Received, SendError> {
     let fut = async {
         let resp = rb.send().await.map_err(SendError::Transport)?;
         let status = resp.status().as_u16();
@@ -452,18 +359,10 @@ async fn send_and_read(
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.to_string())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
 }
 
-fn classify(
-    result: Result<Received, SendError>,
-    duration: Duration,
-    method: &Method,
-    url: &Url,
-) -> Result<RawResponse, CwError> {
+fn classify(result: Result<Received, SendError>, duration: Duration, method: &Method, url: &Url) -> Result<RawResponse, CwError> {
     let (status, headers, bytes) = match result {
         Ok(r) => r,
         Err(SendError::Timeout) => return Err(CwError::new(CwErrorKind::Timeout, duration)),
@@ -478,44 +377,19 @@ fn classify(
     };
     let request_id = header_str(&headers, REQUEST_ID_HEADER);
     if (200..300).contains(&status) {
-        let next_link = headers
-            .get_all(reqwest::header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(next_link);
-        return Ok(RawResponse {
-            status,
-            request_id,
-            duration,
-            next_link,
-            bytes,
-        });
+        let next_link = headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok()).find_map(next_link);
+        return Ok(RawResponse { status, request_id, duration, next_link, bytes });
     }
     let (code, message) = parse_error_body(status, &bytes);
     let retry_after = if status == 429 || status == 503 {
-        headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after)
+        headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after)
     } else {
         None
     };
-    Err(CwError {
-        kind: CwErrorKind::Http { code, message },
-        status: Some(status),
-        request_id,
-        duration,
-        retry_after,
-    })
+    Err(CwError { kind: CwErrorKind::Http { code, message }, status: Some(status), request_id, duration, retry_after })
 }
 
-fn transport_error(
-    e: reqwest::Error,
-    status: Option<u16>,
-    duration: Duration,
-    method: &Method,
-    url: &Url,
-) -> CwError {
+fn transport_error(e: reqwest::Error, status: Option<u16>, duration: Duration, method: &Method, url: &Url) -> CwError {
     let kind = if e.is_timeout() {
         CwErrorKind::Timeout
     } else if e.is_builder() {
@@ -528,18 +402,9 @@ fn transport_error(
         let _ = safe.set_username("");
         let _ = safe.set_password(None);
         safe.set_query(None);
-        CwErrorKind::Connect(format!(
-            "{} ({method} {safe})",
-            error_chain(&e.without_url())
-        ))
+        CwErrorKind::Connect(format!("{} ({method} {safe})", error_chain(&e.without_url())))
     };
-    CwError {
-        kind,
-        status,
-        request_id: None,
-        duration,
-        retry_after: None,
-    }
+    CwError { kind, status, request_id: None, duration, retry_after: None }
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -578,11 +443,7 @@ struct ErrorItem {
 
 /// `(code, message)` from a ConnectWise error body, with fallbacks for other bodies.
 fn parse_error_body(status: u16, bytes: &[u8]) -> (Option<String>, String) {
-    let reason = reqwest::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("unexpected status")
-        .to_string();
+    let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("unexpected status").to_string();
     if let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes)
         && (body.code.is_some() || body.message.is_some())
     {
@@ -606,11 +467,7 @@ fn parse_error_body(status: u16, bytes: &[u8]) -> (Option<String>, String) {
     }
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim();
-    if text.is_empty() {
-        (None, reason)
-    } else {
-        (None, format!("{reason}: {}", truncate_chars(text, 300)))
-    }
+    if text.is_empty() { (None, reason) } else { (None, format!("{reason}: {}", truncate_chars(text, 300))) }
 }
 
 /// Parses `Retry-After`: delay seconds, or an HTTP-date (delay until then, at least zero).
@@ -641,11 +498,7 @@ fn next_link(header: &str) -> Option<String> {
             let Some((k, v)) = p.split_once('=') else {
                 return false;
             };
-            k.trim().eq_ignore_ascii_case("rel")
-                && v.trim()
-                    .trim_matches('"')
-                    .split_whitespace()
-                    .any(|r| r.eq_ignore_ascii_case("next"))
+            k.trim().eq_ignore_ascii_case("rel") && v.trim().trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next"))
         });
         if is_next {
             return Some(target.trim().to_string());
@@ -671,52 +524,25 @@ fn quote_condition_string(s: &str) -> String {
 
 /// Finds a site's codebase: `GET {site}/login/companyinfo/{companyId}` (no credentials), field
 /// `Codebase` such as `"v4_6_release/"`, returned without the trailing slash.
-pub async fn discover_codebase(
-    http: &reqwest::Client,
-    site_url: &Url,
-    company_id: &str,
-    timeout: Duration,
-) -> Result<String, CwError> {
+pub async fn discover_codebase(http: &reqwest::Client, site_url: &Url, company_id: &str, timeout: Duration) -> Result<String, CwError> {
     let origin = origin_of(site_url);
-    let mut url = Url::parse(&origin).map_err(|e| {
-        CwError::new(
-            CwErrorKind::InvalidUrl(format!("{origin}: {e}")),
-            Duration::ZERO,
-        )
-    })?;
+    let mut url = Url::parse(&origin).map_err(|e| CwError::new(CwErrorKind::InvalidUrl(format!("{origin}: {e}")), Duration::ZERO))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(CwError::new(
-            CwErrorKind::InvalidUrl(format!("{origin}: scheme must be http or https")),
-            Duration::ZERO,
-        ));
+        return Err(CwError::new(CwErrorKind::InvalidUrl(format!("{origin}: scheme must be http or https")), Duration::ZERO));
     }
     url.path_segments_mut()
-        .map_err(|_| {
-            CwError::new(
-                CwErrorKind::InvalidUrl(format!("{origin}: cannot carry a path")),
-                Duration::ZERO,
-            )
-        })?
+        .map_err(|_| CwError::new(CwErrorKind::InvalidUrl(format!("{origin}: cannot carry a path")), Duration::ZERO))?
         .clear()
         .extend(["login", "companyinfo", company_id]);
-    let rb = http
-        .get(url.clone())
-        .header(ACCEPT, HeaderValue::from_static("application/json"))
-        .timeout(timeout);
+    let rb = http.get(url.clone()).header(ACCEPT, HeaderValue::from_static("application/json")).timeout(timeout);
     let started = Instant::now();
     let result = send_and_read(&timeout, rb).await;
     let raw = classify(result, started.elapsed(), &Method::GET, &url)?;
     let (status, request_id, duration) = (raw.status, raw.request_id.clone(), raw.duration);
     let info: serde_json::Value = raw.decode::<serde_json::Value>()?.body;
-    let codebase = info
-        .get("Codebase")
-        .and_then(|v| v.as_str())
-        .map(|s| s.trim().trim_matches('/').to_string())
-        .filter(|s| !s.is_empty());
+    let codebase = info.get("Codebase").and_then(|v| v.as_str()).map(|s| s.trim().trim_matches('/').to_string()).filter(|s| !s.is_empty());
     codebase.ok_or(CwError {
-        kind: CwErrorKind::Decode(format!(
-            "no Codebase in companyinfo for company id {company_id:?} (unknown company id?)"
-        )),
+        kind: CwErrorKind::Decode(format!("no Codebase in companyinfo for company id {company_id:?} (unknown company id?)")),
         status: Some(status),
         request_id,
         duration,
@@ -731,33 +557,19 @@ mod tests {
     #[test]
     fn link_header_next() {
         let h = r#"<https://x/a?page=1&pageSize=2>; rel="first", <https://x/a?page=3&pageSize=2>; rel="next", <https://x/a?page=9>; rel="last""#;
-        assert_eq!(
-            next_link(h).as_deref(),
-            Some("https://x/a?page=3&pageSize=2")
-        );
+        assert_eq!(next_link(h).as_deref(), Some("https://x/a?page=3&pageSize=2"));
         assert_eq!(next_link(r#"<https://x/a?page=1>; rel="prev""#), None);
-        assert_eq!(
-            next_link(r#"</a?page=2>; rel=next"#).as_deref(),
-            Some("/a?page=2")
-        );
+        assert_eq!(next_link(r#"</a?page=2>; rel=next"#).as_deref(), Some("/a?page=2"));
         assert_eq!(next_link(""), None);
     }
 
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        let future = (chrono::Utc::now() + chrono::Duration::seconds(120))
-            .format("%a, %d %b %Y %H:%M:%S GMT")
-            .to_string();
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(120)).format("%a, %d %b %Y %H:%M:%S GMT").to_string();
         let d = parse_retry_after(&future).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -795,9 +607,6 @@ mod tests {
             },
             Duration::from_secs(1),
         );
-        assert_eq!(
-            c.base_url(),
-            "https://api-na.myconnectwise.net/v4_6_release/apis/3.0"
-        );
+        assert_eq!(c.base_url(), "https://api-na.myconnectwise.net/v4_6_release/apis/3.0");
     }
 }

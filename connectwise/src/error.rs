@@ -45,13 +45,7 @@ pub enum CwErrorKind {
 impl CwError {
     /// A new error without response details (status, request id, retry-after).
     pub fn new(kind: CwErrorKind, duration: Duration) -> Self {
-        CwError {
-            kind,
-            status: None,
-            request_id: None,
-            duration,
-            retry_after: None,
-        }
+        CwError { kind, status: None, request_id: None, duration, retry_after: None }
     }
 
     /// Whether the same request may succeed later: timeouts, connection errors and HTTP
@@ -119,10 +113,7 @@ impl CwError {
             CwErrorKind::Timeout => "ConnectWise request timed out".to_string(),
             CwErrorKind::Connect(m) => format!("ConnectWise connection failed: {m}"),
             CwErrorKind::Http { code, message } => {
-                let status = self
-                    .status
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "?".into());
+                let status = self.status.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
                 match code {
                     Some(c) => format!("ConnectWise answered HTTP {status} {c}: {message}"),
                     None => format!("ConnectWise answered HTTP {status}: {message}"),
@@ -154,10 +145,7 @@ mod tests {
 
     fn http(status: u16) -> CwError {
         CwError {
-            kind: CwErrorKind::Http {
-                code: Some("X".into()),
-                message: "m".into(),
-            },
+            kind: CwErrorKind::Http { code: Some("X".into()), message: "m".into() },
             status: Some(status),
             request_id: Some("rid".into()),
             duration: Duration::from_millis(5),

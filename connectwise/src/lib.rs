@@ -15,11 +15,8 @@ mod client;
 mod error;
 mod models;
 
-pub use client::{
-    ACCEPT_HEADER_VALUE, Credentials, CwClient, MAX_PAGES, PAGE_SIZE, discover_codebase,
-};
+pub use client::{ACCEPT_HEADER_VALUE, Credentials, CwClient, MAX_PAGES, PAGE_SIZE, discover_codebase};
 pub use error::{CwError, CwErrorKind};
 pub use models::{
-    Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwResponse, NamedRef, NewTicket,
-    ProductRef, Ticket, truncate_chars,
+    Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwResponse, NamedRef, NewTicket, ProductRef, Ticket, truncate_chars,
 };

@@ -20,12 +20,7 @@ pub struct CwResponse<T> {
 impl<T> CwResponse<T> {
     /// Transforms the body, keeping the call's metadata.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> CwResponse<U> {
-        CwResponse {
-            body: f(self.body),
-            status: self.status,
-            request_id: self.request_id,
-            duration: self.duration,
-        }
+        CwResponse { body: f(self.body), status: self.status, request_id: self.request_id, duration: self.duration }
     }
 }
 
@@ -160,11 +155,7 @@ impl Addition {
         let f = n.as_f64()?;
         // 2^63 is exactly representable; anything in [-2^63, 2^63) fits in i64.
         const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-        if f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) {
-            Some(f as i64)
-        } else {
-            None
-        }
+        if f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) { Some(f as i64) } else { None }
     }
 
     /// The product id, when the addition has a product.
@@ -174,9 +165,7 @@ impl Addition {
 
     /// Whether the addition carries a cancelled date.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled_date
-            .as_deref()
-            .is_some_and(|d| !d.trim().is_empty())
+        self.cancelled_date.as_deref().is_some_and(|d| !d.trim().is_empty())
     }
 }
 
@@ -209,12 +198,7 @@ pub enum BoardItemKind {
 
 impl BoardItemKind {
     /// All kinds, in a stable order.
-    pub const ALL: [BoardItemKind; 4] = [
-        BoardItemKind::Teams,
-        BoardItemKind::Statuses,
-        BoardItemKind::Types,
-        BoardItemKind::Subtypes,
-    ];
+    pub const ALL: [BoardItemKind; 4] = [BoardItemKind::Teams, BoardItemKind::Statuses, BoardItemKind::Types, BoardItemKind::Subtypes];
 
     /// The URL path segment (`teams`, `statuses`, `types`, `subtypes`).
     pub fn path_segment(self) -> &'static str {
@@ -300,19 +284,9 @@ impl Serialize for NewTicket {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut st = serializer.serialize_struct("NewTicket", 9)?;
         st.serialize_field("summary", self.summary_truncated())?;
-        st.serialize_field(
-            "company",
-            &IdRef {
-                id: self.company_id,
-            },
-        )?;
+        st.serialize_field("company", &IdRef { id: self.company_id })?;
         st.serialize_field("board", &IdRef { id: self.board_id })?;
-        let opt = [
-            ("team", self.team_id),
-            ("status", self.status_id),
-            ("type", self.type_id),
-            ("subType", self.subtype_id),
-        ];
+        let opt = [("team", self.team_id), ("status", self.status_id), ("type", self.type_id), ("subType", self.subtype_id)];
         for (name, id) in opt {
             match id {
                 Some(id) => st.serialize_field(name, &IdRef { id })?,

@@ -2,24 +2,15 @@
 
 use std::time::Duration;
 
-use connectwise::{
-    ACCEPT_HEADER_VALUE, BoardItemKind, Credentials, CwClient, CwErrorKind, NewTicket,
-    discover_codebase,
-};
-use fake_connectwise::{
-    FakeAddition, FakeAgreement, FakeBoard, FakeCompany, FakeConfig, FakeConnectWise, Fault,
-    FaultRule,
-};
+use connectwise::{ACCEPT_HEADER_VALUE, BoardItemKind, Credentials, CwClient, CwErrorKind, NewTicket, discover_codebase};
+use fake_connectwise::{FakeAddition, FakeAgreement, FakeBoard, FakeCompany, FakeConfig, FakeConnectWise, Fault, FaultRule};
 use secrecy::SecretString;
 use serde_json::json;
 
 const SECRET: &str = "s3cr3t-Priv-Key";
 
 fn cfg() -> FakeConfig {
-    FakeConfig {
-        private_key: SECRET.into(),
-        ..FakeConfig::default()
-    }
+    FakeConfig { private_key: SECRET.into(), ..FakeConfig::default() }
 }
 
 fn creds(fake: &FakeConnectWise) -> Credentials {
@@ -45,32 +36,20 @@ async fn setup() -> (FakeConnectWise, CwClient) {
         next_invoice_date: Some("2026-02-01T00:00:00Z".into()),
         ..FakeAgreement::new(10, "Managed Services", 5)
     });
-    fake.add_addition(FakeAddition {
-        sequence_number: 3,
-        description: "Microsoft 365 E3".into(),
-        ..FakeAddition::new(100, 10, 7, 12)
-    });
+    fake.add_addition(FakeAddition { sequence_number: 3, description: "Microsoft 365 E3".into(), ..FakeAddition::new(100, 10, 7, 12) });
     fake.add_addition(FakeAddition::new(101, 10, 8, 1));
     let client = client_with(&fake, Duration::from_secs(5));
     (fake, client)
 }
 
 fn rule(method: &str, path: &str, fault: Fault) -> FaultRule {
-    FaultRule {
-        method: Some(method.into()),
-        path_contains: Some(path.into()),
-        fault,
-        times: 1,
-    }
+    FaultRule { method: Some(method.into()), path_contains: Some(path.into()), fault, times: 1 }
 }
 
 #[tokio::test]
 async fn sends_auth_client_id_and_accept_headers() {
     let (fake, client) = setup().await;
-    assert_eq!(
-        client.base_url(),
-        format!("{}/v4_6_release/apis/3.0", fake.site_url())
-    );
+    assert_eq!(client.base_url(), format!("{}/v4_6_release/apis/3.0", fake.site_url()));
     let info = client.system_info().await.unwrap();
     assert_eq!(info.status, 200);
     assert_eq!(info.body["isCloud"], json!(true));
@@ -131,11 +110,7 @@ async fn lists_companies_across_pages() {
     // 2,600 + the setup company, minus 100 deleted.
     assert_eq!(companies.len(), 2501);
     assert!(companies.iter().all(|c| !c.deleted_flag));
-    assert!(
-        companies
-            .iter()
-            .any(|c| c.status.as_ref().and_then(|s| s.name.as_deref()) == Some("Inactive"))
-    );
+    assert!(companies.iter().any(|c| c.status.as_ref().and_then(|s| s.name.as_deref()) == Some("Inactive")));
     let mut ids: Vec<i64> = companies.iter().map(|c| c.id).collect();
     ids.dedup();
     assert_eq!(ids.len(), 2501, "no duplicates across pages");
@@ -145,11 +120,7 @@ async fn lists_companies_across_pages() {
         assert_eq!(r.path, "/company/companies");
         assert!(r.query.contains("pageSize=1000"), "{}", r.query);
         assert!(r.query.contains(&format!("page={}", i + 1)), "{}", r.query);
-        assert!(
-            r.query.contains("conditions=deletedFlag%3Dfalse"),
-            "{}",
-            r.query
-        );
+        assert!(r.query.contains("conditions=deletedFlag%3Dfalse"), "{}", r.query);
         assert!(r.authorized);
     }
 }
@@ -157,11 +128,7 @@ async fn lists_companies_across_pages() {
 #[tokio::test]
 async fn reads_agreements_and_additions() {
     let (fake, client) = setup().await;
-    fake.add_agreement(FakeAgreement {
-        status: "Cancelled".into(),
-        cancelled_flag: true,
-        ..FakeAgreement::new(11, "Old", 5)
-    });
+    fake.add_agreement(FakeAgreement { status: "Cancelled".into(), cancelled_flag: true, ..FakeAgreement::new(11, "Old", 5) });
     let agreements = client.list_agreements().await.unwrap();
     assert_eq!(agreements.len(), 2);
     let a = &agreements[0];
@@ -169,10 +136,7 @@ async fn reads_agreements_and_additions() {
     assert_eq!(a.company.identifier.as_deref(), Some("ACME"));
     assert_eq!(a.agreement_status.as_deref(), Some("Active"));
     assert_eq!(a.next_invoice_date.as_deref(), Some("2026-02-01T00:00:00Z"));
-    assert_eq!(
-        a.type_.as_ref().and_then(|t| t.name.as_deref()),
-        Some("Managed Services")
-    );
+    assert_eq!(a.type_.as_ref().and_then(|t| t.name.as_deref()), Some("Managed Services"));
     assert!(agreements[1].cancelled_flag);
 
     let one = client.get_agreement(11).await.unwrap().body;
@@ -214,15 +178,8 @@ async fn patch_sends_json_patch_and_returns_quantity() {
     assert_eq!(fake.patch_count(), 1);
     let p = &patches[0];
     assert_eq!(p.path, "/finance/agreements/10/additions/100");
-    assert_eq!(
-        p.body,
-        Some(json!([{"op": "replace", "path": "quantity", "value": 42}]))
-    );
-    assert!(
-        p.content_type
-            .as_deref()
-            .is_some_and(|c| c.starts_with("application/json"))
-    );
+    assert_eq!(p.body, Some(json!([{"op": "replace", "path": "quantity", "value": 42}])));
+    assert!(p.content_type.as_deref().is_some_and(|c| c.starts_with("application/json")));
 }
 
 #[tokio::test]
@@ -235,10 +192,7 @@ async fn not_found() {
     assert!(!err.is_retryable());
     // An addition that moved to another agreement is not found under the old one.
     fake.remove_addition(10, 101);
-    let err = client
-        .patch_addition_quantity(10, 101, 5)
-        .await
-        .unwrap_err();
+    let err = client.patch_addition_quantity(10, 101, 5).await.unwrap_err();
     assert!(err.is_not_found());
     assert_eq!(fake.patch_count(), 0);
     assert!(client.get_agreement(77).await.unwrap_err().is_not_found());
@@ -247,17 +201,8 @@ async fn not_found() {
 #[tokio::test]
 async fn rate_limit_carries_retry_after() {
     let (fake, client) = setup().await;
-    fake.inject(rule(
-        "PATCH",
-        "/additions/100",
-        Fault::RateLimit {
-            retry_after_secs: 7,
-        },
-    ));
-    let err = client
-        .patch_addition_quantity(10, 100, 3)
-        .await
-        .unwrap_err();
+    fake.inject(rule("PATCH", "/additions/100", Fault::RateLimit { retry_after_secs: 7 }));
+    let err = client.patch_addition_quantity(10, 100, 3).await.unwrap_err();
     assert_eq!(err.status, Some(429));
     assert_eq!(err.code(), "CW_RATE_LIMITED");
     assert!(err.is_retryable());
@@ -266,9 +211,7 @@ async fn rate_limit_carries_retry_after() {
     assert_eq!(fake.addition_quantity(100), Some(12), "429 must not apply");
 
     // HTTP-date form.
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(60))
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(60)).format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     fake.inject(rule(
         "GET",
         "/additions/100",
@@ -280,21 +223,10 @@ async fn rate_limit_carries_retry_after() {
     ));
     let err = client.get_addition(10, 100).await.unwrap_err();
     let ra = err.retry_after.unwrap();
-    assert!(
-        ra > Duration::from_secs(50) && ra <= Duration::from_secs(60),
-        "{ra:?}"
-    );
+    assert!(ra > Duration::from_secs(50) && ra <= Duration::from_secs(60), "{ra:?}");
 
     // Afterwards the call succeeds.
-    assert_eq!(
-        client
-            .patch_addition_quantity(10, 100, 3)
-            .await
-            .unwrap()
-            .body
-            .quantity_i64(),
-        Some(3)
-    );
+    assert_eq!(client.patch_addition_quantity(10, 100, 3).await.unwrap().body.quantity_i64(), Some(3));
 }
 
 #[tokio::test]
@@ -311,11 +243,7 @@ async fn server_errors_are_retryable() {
     fake.inject(rule(
         "GET",
         "/additions/100",
-        Fault::Raw {
-            status: 503,
-            headers: vec![("Retry-After".into(), "3".into())],
-            body: "<html>maintenance</html>".into(),
-        },
+        Fault::Raw { status: 503, headers: vec![("Retry-After".into(), "3".into())], body: "<html>maintenance</html>".into() },
     ));
     let err = client.get_addition(10, 100).await.unwrap_err();
     assert!(err.is_retryable());
@@ -338,11 +266,7 @@ async fn server_errors_are_retryable() {
 async fn slow_response_times_out() {
     let (fake, _) = setup().await;
     let client = client_with(&fake, Duration::from_millis(200));
-    fake.inject(rule(
-        "GET",
-        "/additions/100",
-        Fault::Delay(Duration::from_millis(1500)),
-    ));
+    fake.inject(rule("GET", "/additions/100", Fault::Delay(Duration::from_millis(1500))));
     let started = std::time::Instant::now();
     let err = client.get_addition(10, 100).await.unwrap_err();
     assert!(matches!(err.kind, CwErrorKind::Timeout), "{err:?}");
@@ -378,15 +302,7 @@ async fn broken_connection_and_refused_connection_are_retryable() {
 #[tokio::test]
 async fn malformed_success_body_is_decode_error() {
     let (fake, client) = setup().await;
-    fake.inject(rule(
-        "GET",
-        "/additions/100",
-        Fault::Raw {
-            status: 200,
-            headers: vec![],
-            body: "not json".into(),
-        },
-    ));
+    fake.inject(rule("GET", "/additions/100", Fault::Raw { status: 200, headers: vec![], body: "not json".into() }));
     let err = client.get_addition(10, 100).await.unwrap_err();
     assert_eq!(err.code(), "CW_DECODE");
     assert_eq!(err.status, Some(200));
@@ -423,10 +339,7 @@ async fn paging_follows_link_on_our_host_and_stops_loops() {
         "/service/boards",
         Fault::Raw {
             status: 200,
-            headers: vec![(
-                "Link".into(),
-                "</v4_6_release/apis/3.0/service/boards?page=1&pageSize=1000>; rel=\"next\"".into(),
-            )],
+            headers: vec![("Link".into(), "</v4_6_release/apis/3.0/service/boards?page=1&pageSize=1000>; rel=\"next\"".into())],
             body: r#"[{"id": 99, "name": "Injected"}]"#.into(),
         },
     ));
@@ -439,53 +352,21 @@ async fn paging_follows_link_on_our_host_and_stops_loops() {
 async fn boards_and_board_items() {
     let (fake, client) = setup().await;
     let mut b = FakeBoard::new(3, "Billing");
-    b.types = vec![
-        (31, "Billing issue".into(), false),
-        (32, "Other".into(), true),
-    ];
+    b.types = vec![(31, "Billing issue".into(), false), (32, "Other".into(), true)];
     b.subtypes = vec![(41, "Quantity".into(), false)];
     fake.add_board(b);
     fake.add_board(FakeBoard::new(4, "Help Desk"));
     let boards = client.list_boards().await.unwrap();
-    assert_eq!(
-        boards.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
-        ["Billing", "Help Desk"]
-    );
+    assert_eq!(boards.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["Billing", "Help Desk"]);
     assert!(!boards[0].inactive_flag);
-    let statuses = client
-        .list_board_items(3, BoardItemKind::Statuses)
-        .await
-        .unwrap();
+    let statuses = client.list_board_items(3, BoardItemKind::Statuses).await.unwrap();
     assert_eq!(statuses.len(), 2);
     assert!(statuses[0].default_flag);
-    let types = client
-        .list_board_items(3, BoardItemKind::Types)
-        .await
-        .unwrap();
+    let types = client.list_board_items(3, BoardItemKind::Types).await.unwrap();
     assert!(types[1].default_flag && types[1].name == "Other");
-    assert_eq!(
-        client
-            .list_board_items(3, BoardItemKind::Subtypes)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        client
-            .list_board_items(3, BoardItemKind::Teams)
-            .await
-            .unwrap()[0]
-            .id,
-        31
-    );
-    assert!(
-        client
-            .list_board_items(99, BoardItemKind::Teams)
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
+    assert_eq!(client.list_board_items(3, BoardItemKind::Subtypes).await.unwrap().len(), 1);
+    assert_eq!(client.list_board_items(3, BoardItemKind::Teams).await.unwrap()[0].id, 31);
+    assert!(client.list_board_items(99, BoardItemKind::Teams).await.unwrap_err().is_not_found());
 }
 
 #[tokio::test]
@@ -517,26 +398,14 @@ async fn ticket_create_and_find_by_xref() {
 
     let stored = fake.tickets();
     assert_eq!(stored.len(), 1);
-    assert_eq!(
-        stored[0]["initialDescription"],
-        "The addition was deleted. Remap it."
-    );
-    assert_eq!(
-        stored[0]["status"]["id"], 31,
-        "board default status applies"
-    );
+    assert_eq!(stored[0]["initialDescription"], "The addition was deleted. Remap it.");
+    assert_eq!(stored[0]["status"]["id"], 31, "board default status applies");
     assert_eq!(stored[0]["team"]["id"], 31);
     let q = fake.requests().last().unwrap().query.clone();
     assert!(q.contains("conditions=externalXRef%3D%22"), "{q}");
 
     // Invalid company → 400 InvalidObject, permanent.
-    let err = client
-        .create_ticket(&NewTicket {
-            company_id: 404,
-            ..t.clone()
-        })
-        .await
-        .unwrap_err();
+    let err = client.create_ticket(&NewTicket { company_id: 404, ..t.clone() }).await.unwrap_err();
     assert_eq!(err.status, Some(400));
     assert_eq!(err.cw_code(), Some("InvalidObject"));
     assert_eq!(err.code(), "CW_BAD_REQUEST");
@@ -548,16 +417,12 @@ async fn discovers_codebase() {
     let fake = FakeConnectWise::start(cfg()).await;
     let http = reqwest::Client::new();
     let site = url::Url::parse(&fake.site_url()).unwrap();
-    let cb = discover_codebase(&http, &site, "msp", Duration::from_secs(5))
-        .await
-        .unwrap();
+    let cb = discover_codebase(&http, &site, "msp", Duration::from_secs(5)).await.unwrap();
     assert_eq!(cb, "v4_6_release");
     let r = &fake.requests()[0];
     assert_eq!(r.path, "/login/companyinfo/msp");
     assert!(!r.authorized, "no credentials are sent");
-    let err = discover_codebase(&http, &site, "nobody", Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = discover_codebase(&http, &site, "nobody", Duration::from_secs(5)).await.unwrap_err();
     assert_eq!(err.code(), "CW_DECODE");
 }
 

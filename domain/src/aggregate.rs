@@ -25,8 +25,7 @@ impl LicenseWindow {
 
     /// Whether the license ended before the period's last day (`dn`): the service is gone at month end.
     pub fn deprovisioned_before_end_of(&self, period: Period) -> bool {
-        self.deprovisioned_on
-            .is_some_and(|end| end < period.last_day())
+        self.deprovisioned_on.is_some_and(|end| end < period.last_day())
     }
 }
 
@@ -57,16 +56,9 @@ impl UsageMonthStats {
     /// on the order of the slice. A day should have at most one sample (the database key guarantees
     /// it); if a day appears more than once, the **last one in slice order wins**, like the upsert
     /// that re-reporting a day performs.
-    pub fn from_samples(
-        period: Period,
-        window: &LicenseWindow,
-        samples: &[(NaiveDate, i64)],
-    ) -> Self {
-        let by_day: BTreeMap<NaiveDate, i64> = samples
-            .iter()
-            .filter(|(day, _)| period.contains(*day) && window.contains(*day))
-            .copied()
-            .collect(); // later entries overwrite earlier ones: the last duplicate wins
+    pub fn from_samples(period: Period, window: &LicenseWindow, samples: &[(NaiveDate, i64)]) -> Self {
+        let by_day: BTreeMap<NaiveDate, i64> =
+            samples.iter().filter(|(day, _)| period.contains(*day) && window.contains(*day)).copied().collect(); // later entries overwrite earlier ones: the last duplicate wins
 
         let mut stats = Self::default();
         for (&day, &value) in &by_day {
@@ -146,12 +138,7 @@ pub fn aggregate_month(
     let gone_at_month_end = window.deprovisioned_before_end_of(period);
     if gone_at_month_end && relevant.iter().all(|s| s.sample_days == 0) {
         // Billing stops: push 0 so the addition no longer carries last month's quantity.
-        return Ok(MonthlyValue {
-            value_micros: 0,
-            quantity: 0,
-            sample_days: 0,
-            fallback: false,
-        });
+        return Ok(MonthlyValue { value_micros: 0, quantity: 0, sample_days: 0, fallback: false });
     }
     let no_data = UsageMonthStats::default();
     let single = relevant.first().unwrap_or(&no_data);
@@ -159,22 +146,11 @@ pub fn aggregate_month(
         IntervalMethod::Average => average(single),
         IntervalMethod::Maximum => {
             let max = single.max.ok_or(SkipReason::NoConsumption)?;
-            Ok(MonthlyValue {
-                value_micros: max,
-                quantity: ceil_units(max),
-                sample_days: single.sample_days,
-                fallback: false,
-            })
+            Ok(MonthlyValue { value_micros: max, quantity: ceil_units(max), sample_days: single.sample_days, fallback: false })
         }
         IntervalMethod::LastDay => {
-            let (value, fallback) =
-                last_day_value(single, gone_at_month_end).ok_or(SkipReason::NoConsumption)?;
-            Ok(MonthlyValue {
-                value_micros: value,
-                quantity: ceil_units(value),
-                sample_days: single.sample_days,
-                fallback,
-            })
+            let (value, fallback) = last_day_value(single, gone_at_month_end).ok_or(SkipReason::NoConsumption)?;
+            Ok(MonthlyValue { value_micros: value, quantity: ceil_units(value), sample_days: single.sample_days, fallback })
         }
         IntervalMethod::Sum => sum_of_last_days(relevant, gone_at_month_end),
     }
@@ -189,10 +165,7 @@ fn average(stats: &UsageMonthStats) -> Result<MonthlyValue, SkipReason> {
     Ok(MonthlyValue {
         value_micros: saturate_i64(div_round_half_even(stats.avg_sum, days)),
         // From the exact sum, not from the rounded value (see `aggregate_month`).
-        quantity: saturate_i64(div_ceil_i128(
-            stats.avg_sum,
-            days * i128::from(MICROS_PER_UNIT),
-        )),
+        quantity: saturate_i64(div_ceil_i128(stats.avg_sum, days * i128::from(MICROS_PER_UNIT))),
         sample_days: stats.avg_days,
         fallback: false,
     })
@@ -210,10 +183,7 @@ fn last_day_value(stats: &UsageMonthStats, gone_at_month_end: bool) -> Option<(i
 }
 
 /// SUM: the LAST_DAY values of the storage types present, added exactly.
-fn sum_of_last_days(
-    stats: &[UsageMonthStats],
-    gone_at_month_end: bool,
-) -> Result<MonthlyValue, SkipReason> {
+fn sum_of_last_days(stats: &[UsageMonthStats], gone_at_month_end: bool) -> Result<MonthlyValue, SkipReason> {
     let mut total: i128 = 0;
     let mut any_value = false;
     let mut fallback = false;
@@ -230,12 +200,7 @@ fn sum_of_last_days(
         return Err(SkipReason::NoConsumption);
     }
     let value = saturate_i64(total);
-    Ok(MonthlyValue {
-        value_micros: value,
-        quantity: ceil_units(value),
-        sample_days,
-        fallback,
-    })
+    Ok(MonthlyValue { value_micros: value, quantity: ceil_units(value), sample_days, fallback })
 }
 
 #[cfg(test)]
@@ -254,53 +219,25 @@ mod tests {
         parse_micros(s).unwrap()
     }
     fn window(from: &str, to: Option<&str>) -> LicenseWindow {
-        LicenseWindow {
-            provisioned_on: d(from),
-            deprovisioned_on: to.map(d),
-        }
+        LicenseWindow { provisioned_on: d(from), deprovisioned_on: to.map(d) }
     }
     fn samples(list: &[(&str, &str)]) -> Vec<(NaiveDate, i64)> {
         list.iter().map(|(day, v)| (d(day), m(v))).collect()
     }
     /// Aggregates one usage's samples.
-    fn agg(
-        method: IntervalMethod,
-        period: &str,
-        w: &LicenseWindow,
-        list: &[(&str, &str)],
-    ) -> Result<MonthlyValue, SkipReason> {
+    fn agg(method: IntervalMethod, period: &str, w: &LicenseWindow, list: &[(&str, &str)]) -> Result<MonthlyValue, SkipReason> {
         let stats = UsageMonthStats::from_samples(p(period), w, &samples(list));
         aggregate_month(method, p(period), w, &[stats])
     }
     fn mv(value: &str, quantity: i64, sample_days: u32, fallback: bool) -> MonthlyValue {
-        MonthlyValue {
-            value_micros: m(value),
-            quantity,
-            sample_days,
-            fallback,
-        }
+        MonthlyValue { value_micros: m(value), quantity, sample_days, fallback }
     }
-    const ZERO: MonthlyValue = MonthlyValue {
-        value_micros: 0,
-        quantity: 0,
-        sample_days: 0,
-        fallback: false,
-    };
+    const ZERO: MonthlyValue = MonthlyValue { value_micros: 0, quantity: 0, sample_days: 0, fallback: false };
 
     #[test]
     fn worked_example_from_spec() {
         let w = window("2026-02-10", None);
-        let v = agg(
-            Average,
-            "2026-02",
-            &w,
-            &[
-                ("2026-02-10", "100"),
-                ("2026-02-11", "3.5"),
-                ("2026-02-12", "4"),
-            ],
-        )
-        .unwrap();
+        let v = agg(Average, "2026-02", &w, &[("2026-02-10", "100"), ("2026-02-11", "3.5"), ("2026-02-12", "4")]).unwrap();
         assert_eq!(format_micros(v.value_micros), "3.75");
         assert_eq!(v, mv("3.75", 4, 2, false));
     }
@@ -337,15 +274,7 @@ mod tests {
     #[test]
     fn from_samples_last_duplicate_wins() {
         let w = window("2026-01-01", None);
-        let s = UsageMonthStats::from_samples(
-            p("2026-02"),
-            &w,
-            &samples(&[
-                ("2026-02-05", "1"),
-                ("2026-02-05", "7"),
-                ("2026-02-05", "3"),
-            ]),
-        );
+        let s = UsageMonthStats::from_samples(p("2026-02"), &w, &samples(&[("2026-02-05", "1"), ("2026-02-05", "7"), ("2026-02-05", "3")]));
         assert_eq!(s.sample_days, 1);
         assert_eq!(s.max, Some(m("3")));
         assert_eq!(s.avg_sum, i128::from(m("3")));
@@ -355,13 +284,7 @@ mod tests {
     fn quantity_is_ceil_of_exact_average_not_of_rounded_value() {
         // Mean = 15.000002 / 5 = 3.0000004: displays 3.000000, bills 4.
         let w = window("2025-12-01", None);
-        let list = [
-            ("2026-01-05", "3.000001"),
-            ("2026-01-06", "3.000001"),
-            ("2026-01-07", "3"),
-            ("2026-01-08", "3"),
-            ("2026-01-09", "3"),
-        ];
+        let list = [("2026-01-05", "3.000001"), ("2026-01-06", "3.000001"), ("2026-01-07", "3"), ("2026-01-08", "3"), ("2026-01-09", "3")];
         let v = agg(Average, "2026-01", &w, &list).unwrap();
         assert_eq!(v, mv("3", 4, 5, false));
         assert_eq!(format_micros(v.value_micros), "3");
@@ -371,71 +294,32 @@ mod tests {
     fn average_rounds_half_even() {
         let w = window("2025-12-01", None);
         // 0.000005 / 2 = 0.0000025 → 0.000002; 0.000007 / 2 = 0.0000035 → 0.000004
-        let a = agg(
-            Average,
-            "2026-01",
-            &w,
-            &[("2026-01-01", "0.000002"), ("2026-01-02", "0.000003")],
-        )
-        .unwrap();
+        let a = agg(Average, "2026-01", &w, &[("2026-01-01", "0.000002"), ("2026-01-02", "0.000003")]).unwrap();
         assert_eq!(a, mv("0.000002", 1, 2, false));
-        let b = agg(
-            Average,
-            "2026-01",
-            &w,
-            &[("2026-01-01", "0.000003"), ("2026-01-02", "0.000004")],
-        )
-        .unwrap();
+        let b = agg(Average, "2026-01", &w, &[("2026-01-01", "0.000003"), ("2026-01-02", "0.000004")]).unwrap();
         assert_eq!(b, mv("0.000004", 1, 2, false));
     }
 
     #[test]
     fn thirds_that_add_up_to_one_bill_one() {
         let w = window("2025-12-01", None);
-        let list = [
-            ("2026-01-01", "0.333333"),
-            ("2026-01-02", "0.333333"),
-            ("2026-01-03", "0.333334"),
-        ];
+        let list = [("2026-01-01", "0.333333"), ("2026-01-02", "0.333333"), ("2026-01-03", "0.333334")];
         // AVERAGE: exact mean 1/3 → quantity 1
-        assert_eq!(
-            agg(Average, "2026-01", &w, &list),
-            Ok(mv("0.333333", 1, 3, false))
-        );
+        assert_eq!(agg(Average, "2026-01", &w, &list), Ok(mv("0.333333", 1, 3, false)));
         // SUM over the three storage types' last days: exactly 1 → quantity 1, not 2 or 3
-        let stats: Vec<_> = list
-            .iter()
-            .map(|(_, v)| {
-                UsageMonthStats::from_samples(p("2026-01"), &w, &samples(&[("2026-01-31", v)]))
-            })
-            .collect();
-        assert_eq!(
-            aggregate_month(Sum, p("2026-01"), &w, &stats),
-            Ok(mv("1", 1, 1, false))
-        );
+        let stats: Vec<_> =
+            list.iter().map(|(_, v)| UsageMonthStats::from_samples(p("2026-01"), &w, &samples(&[("2026-01-31", v)]))).collect();
+        assert_eq!(aggregate_month(Sum, p("2026-01"), &w, &stats), Ok(mv("1", 1, 1, false)));
         // MAXIMUM of an exact integer written with 6 decimals
-        assert_eq!(
-            agg(Maximum, "2026-01", &w, &[("2026-01-09", "1.000000")]),
-            Ok(mv("1", 1, 1, false))
-        );
+        assert_eq!(agg(Maximum, "2026-01", &w, &[("2026-01-09", "1.000000")]), Ok(mv("1", 1, 1, false)));
     }
 
     #[test]
     fn quantity_rounds_up_once() {
         let w = window("2025-12-01", None);
-        for (value, quantity) in [
-            ("5.000001", 6),
-            ("5", 5),
-            ("0.000001", 1),
-            ("0", 0),
-            ("1000000000", 1_000_000_000),
-        ] {
+        for (value, quantity) in [("5.000001", 6), ("5", 5), ("0.000001", 1), ("0", 0), ("1000000000", 1_000_000_000)] {
             for method in [Maximum, LastDay] {
-                assert_eq!(
-                    agg(method, "2026-01", &w, &[("2026-01-31", value)]),
-                    Ok(mv(value, quantity, 1, false)),
-                    "{method} {value}"
-                );
+                assert_eq!(agg(method, "2026-01", &w, &[("2026-01-31", value)]), Ok(mv(value, quantity, 1, false)), "{method} {value}");
             }
         }
     }
@@ -443,12 +327,7 @@ mod tests {
     #[test]
     fn months_of_every_length() {
         let w = window("2020-01-01", None);
-        for (period, last) in [
-            ("2026-02", "2026-02-28"),
-            ("2028-02", "2028-02-29"),
-            ("2026-04", "2026-04-30"),
-            ("2026-01", "2026-01-31"),
-        ] {
+        for (period, last) in [("2026-02", "2026-02-28"), ("2028-02", "2028-02-29"), ("2026-04", "2026-04-30"), ("2026-01", "2026-01-31")] {
             let first = format!("{period}-01");
             let list = [(first.as_str(), "1"), (last, "2")];
             assert_eq!(agg(LastDay, period, &w, &list), Ok(mv("2", 2, 2, false)));
@@ -456,35 +335,17 @@ mod tests {
             assert_eq!(agg(Maximum, period, &w, &list), Ok(mv("2", 2, 2, false)));
         }
         // The day after a non-leap February's end is March, not part of the period.
-        assert_eq!(
-            agg(
-                LastDay,
-                "2026-02",
-                &w,
-                &[("2026-03-01", "9"), ("2026-02-27", "1")]
-            ),
-            Ok(mv("1", 1, 1, true))
-        );
+        assert_eq!(agg(LastDay, "2026-02", &w, &[("2026-03-01", "9"), ("2026-02-27", "1")]), Ok(mv("1", 1, 1, true)));
         // 2028-02-28 is not the last day of a leap February: fallback.
-        assert_eq!(
-            agg(LastDay, "2028-02", &w, &[("2028-02-28", "1")]),
-            Ok(mv("1", 1, 1, true))
-        );
+        assert_eq!(agg(LastDay, "2028-02", &w, &[("2028-02-28", "1")]), Ok(mv("1", 1, 1, true)));
     }
 
     #[test]
     fn provisioned_on_first_day_excludes_it_from_average() {
         let w = window("2026-04-01", None);
-        let list = [
-            ("2026-04-01", "50"),
-            ("2026-04-02", "2"),
-            ("2026-04-30", "4"),
-        ];
+        let list = [("2026-04-01", "50"), ("2026-04-02", "2"), ("2026-04-30", "4")];
         assert_eq!(agg(Average, "2026-04", &w, &list), Ok(mv("3", 3, 2, false)));
-        assert_eq!(
-            agg(Maximum, "2026-04", &w, &list),
-            Ok(mv("50", 50, 3, false))
-        );
+        assert_eq!(agg(Maximum, "2026-04", &w, &list), Ok(mv("50", 50, 3, false)));
         assert_eq!(agg(LastDay, "2026-04", &w, &list), Ok(mv("4", 4, 3, false)));
     }
 
@@ -493,10 +354,7 @@ mod tests {
         let w = window("2026-01-31", None);
         let list = [("2026-01-30", "9"), ("2026-01-31", "7")];
         // the only counted day is the provisioning day: no average
-        assert_eq!(
-            agg(Average, "2026-01", &w, &list),
-            Err(SkipReason::NoConsumption)
-        );
+        assert_eq!(agg(Average, "2026-01", &w, &list), Err(SkipReason::NoConsumption));
         assert_eq!(agg(Maximum, "2026-01", &w, &list), Ok(mv("7", 7, 1, false)));
         assert_eq!(agg(LastDay, "2026-01", &w, &list), Ok(mv("7", 7, 1, false)));
     }
@@ -505,45 +363,19 @@ mod tests {
     fn single_day() {
         let w = window("2026-01-01", None);
         let list = [("2026-01-15", "2.4")];
-        assert_eq!(
-            agg(Average, "2026-01", &w, &list),
-            Ok(mv("2.4", 3, 1, false))
-        );
-        assert_eq!(
-            agg(Maximum, "2026-01", &w, &list),
-            Ok(mv("2.4", 3, 1, false))
-        );
-        assert_eq!(
-            agg(LastDay, "2026-01", &w, &list),
-            Ok(mv("2.4", 3, 1, true))
-        );
+        assert_eq!(agg(Average, "2026-01", &w, &list), Ok(mv("2.4", 3, 1, false)));
+        assert_eq!(agg(Maximum, "2026-01", &w, &list), Ok(mv("2.4", 3, 1, false)));
+        assert_eq!(agg(LastDay, "2026-01", &w, &list), Ok(mv("2.4", 3, 1, true)));
     }
 
     #[test]
     fn no_data_is_no_consumption() {
         let w = window("2026-01-01", None);
         for method in IntervalMethod::ALL {
-            assert_eq!(
-                agg(method, "2026-02", &w, &[]),
-                Err(SkipReason::NoConsumption),
-                "{method}"
-            );
-            assert_eq!(
-                aggregate_month(method, p("2026-02"), &w, &[]),
-                Err(SkipReason::NoConsumption),
-                "{method} with empty stats"
-            );
+            assert_eq!(agg(method, "2026-02", &w, &[]), Err(SkipReason::NoConsumption), "{method}");
+            assert_eq!(aggregate_month(method, p("2026-02"), &w, &[]), Err(SkipReason::NoConsumption), "{method} with empty stats");
             // samples only outside the period do not count
-            assert_eq!(
-                agg(
-                    method,
-                    "2026-02",
-                    &w,
-                    &[("2026-01-31", "5"), ("2026-03-01", "5")]
-                ),
-                Err(SkipReason::NoConsumption),
-                "{method}"
-            );
+            assert_eq!(agg(method, "2026-02", &w, &[("2026-01-31", "5"), ("2026-03-01", "5")]), Err(SkipReason::NoConsumption), "{method}");
         }
     }
 
@@ -552,11 +384,7 @@ mod tests {
         let w = window("2026-03-05", None);
         let list = [("2026-02-10", "5"), ("2026-02-28", "5")];
         for method in IntervalMethod::ALL {
-            assert_eq!(
-                agg(method, "2026-02", &w, &list),
-                Err(SkipReason::NoConsumption),
-                "{method}"
-            );
+            assert_eq!(agg(method, "2026-02", &w, &list), Err(SkipReason::NoConsumption), "{method}");
         }
     }
 
@@ -566,11 +394,7 @@ mod tests {
         let list = [("2026-02-20", "5")]; // after deprovisioning: not counted
         for method in IntervalMethod::ALL {
             assert_eq!(agg(method, "2026-02", &w, &list), Ok(ZERO), "{method}");
-            assert_eq!(
-                aggregate_month(method, p("2026-02"), &w, &[]),
-                Ok(ZERO),
-                "{method} with empty stats"
-            );
+            assert_eq!(aggregate_month(method, p("2026-02"), &w, &[]), Ok(ZERO), "{method} with empty stats");
         }
         // deprovisioned in an earlier month: billing stays stopped
         let earlier = window("2025-06-01", Some("2025-12-31"));
@@ -580,46 +404,21 @@ mod tests {
     #[test]
     fn deprovisioned_mid_month_with_samples() {
         let w = window("2025-06-01", Some("2026-02-14"));
-        let list = [
-            ("2026-02-01", "2"),
-            ("2026-02-14", "4"),
-            ("2026-02-20", "50"),
-        ];
+        let list = [("2026-02-01", "2"), ("2026-02-14", "4"), ("2026-02-20", "50")];
         assert_eq!(agg(Average, "2026-02", &w, &list), Ok(mv("3", 3, 2, false)));
         assert_eq!(agg(Maximum, "2026-02", &w, &list), Ok(mv("4", 4, 2, false)));
         // the service is gone at month end: LAST_DAY bills 0 without fallback
-        assert_eq!(
-            agg(LastDay, "2026-02", &w, &list),
-            Ok(MonthlyValue {
-                sample_days: 2,
-                ..ZERO
-            })
-        );
+        assert_eq!(agg(LastDay, "2026-02", &w, &list), Ok(MonthlyValue { sample_days: 2, ..ZERO }));
         let stats = UsageMonthStats::from_samples(p("2026-02"), &w, &samples(&list));
-        assert_eq!(
-            aggregate_month(Sum, p("2026-02"), &w, &[stats]),
-            Ok(MonthlyValue {
-                sample_days: 2,
-                ..ZERO
-            })
-        );
+        assert_eq!(aggregate_month(Sum, p("2026-02"), &w, &[stats]), Ok(MonthlyValue { sample_days: 2, ..ZERO }));
     }
 
     #[test]
     fn deprovisioned_on_last_day_still_runs_at_month_end() {
         let w = window("2025-06-01", Some("2026-02-28"));
-        assert_eq!(
-            agg(LastDay, "2026-02", &w, &[("2026-02-28", "3")]),
-            Ok(mv("3", 3, 1, false))
-        );
-        assert_eq!(
-            agg(LastDay, "2026-02", &w, &[("2026-02-20", "3")]),
-            Ok(mv("3", 3, 1, true))
-        );
-        assert_eq!(
-            agg(Maximum, "2026-02", &w, &[]),
-            Err(SkipReason::NoConsumption)
-        );
+        assert_eq!(agg(LastDay, "2026-02", &w, &[("2026-02-28", "3")]), Ok(mv("3", 3, 1, false)));
+        assert_eq!(agg(LastDay, "2026-02", &w, &[("2026-02-20", "3")]), Ok(mv("3", 3, 1, true)));
+        assert_eq!(agg(Maximum, "2026-02", &w, &[]), Err(SkipReason::NoConsumption));
     }
 
     #[test]
@@ -627,10 +426,7 @@ mod tests {
         // There is a counted sample, so billing-stops does not apply; AVERAGE has no day to average.
         let w = window("2026-02-10", Some("2026-02-10"));
         let list = [("2026-02-10", "5")];
-        assert_eq!(
-            agg(Average, "2026-02", &w, &list),
-            Err(SkipReason::NoConsumption)
-        );
+        assert_eq!(agg(Average, "2026-02", &w, &list), Err(SkipReason::NoConsumption));
         assert_eq!(agg(Maximum, "2026-02", &w, &list), Ok(mv("5", 5, 1, false)));
     }
 
@@ -638,22 +434,14 @@ mod tests {
     fn small_values_bill_one() {
         let w = window("2025-01-01", None);
         for method in [Average, Maximum, LastDay] {
-            assert_eq!(
-                agg(method, "2026-01", &w, &[("2026-01-31", "0.000001")]),
-                Ok(mv("0.000001", 1, 1, false)),
-                "{method}"
-            );
+            assert_eq!(agg(method, "2026-01", &w, &[("2026-01-31", "0.000001")]), Ok(mv("0.000001", 1, 1, false)), "{method}");
         }
     }
 
     #[test]
     fn last_day_fallback_uses_latest_earlier_sample() {
         let w = window("2025-01-01", None);
-        let list = [
-            ("2026-01-03", "9"),
-            ("2026-01-20", "2"),
-            ("2026-01-10", "5"),
-        ];
+        let list = [("2026-01-03", "9"), ("2026-01-20", "2"), ("2026-01-10", "5")];
         assert_eq!(agg(LastDay, "2026-01", &w, &list), Ok(mv("2", 2, 3, true)));
     }
 
@@ -667,10 +455,7 @@ mod tests {
         let cloud = ew_stats(&w, &[("2026-01-30", "100"), ("2026-01-31", "10.5")]);
         let early = ew_stats(&w, &[("2026-01-31", "0.25")]);
         let ltr = ew_stats(&w, &[("2026-01-31", "3")]);
-        assert_eq!(
-            aggregate_month(Sum, p("2026-01"), &w, &[cloud, early, ltr]),
-            Ok(mv("13.75", 14, 2, false))
-        );
+        assert_eq!(aggregate_month(Sum, p("2026-01"), &w, &[cloud, early, ltr]), Ok(mv("13.75", 14, 2, false)));
     }
 
     #[test]
@@ -679,10 +464,7 @@ mod tests {
         let cloud = ew_stats(&w, &[("2026-01-31", "10")]);
         let early = ew_stats(&w, &[("2026-01-12", "1.5")]);
         let ltr = ew_stats(&w, &[("2026-01-31", "3")]);
-        assert_eq!(
-            aggregate_month(Sum, p("2026-01"), &w, &[cloud, early, ltr]),
-            Ok(mv("14.5", 15, 1, true))
-        );
+        assert_eq!(aggregate_month(Sum, p("2026-01"), &w, &[cloud, early, ltr]), Ok(mv("14.5", 15, 1, true)));
     }
 
     #[test]
@@ -690,18 +472,9 @@ mod tests {
         let w = window("2025-01-01", None);
         let cloud = ew_stats(&w, &[("2026-01-31", "10"), ("2026-01-30", "1")]);
         let empty = ew_stats(&w, &[]);
-        assert_eq!(
-            aggregate_month(Sum, p("2026-01"), &w, std::slice::from_ref(&cloud)),
-            Ok(mv("10", 10, 2, false))
-        );
-        assert_eq!(
-            aggregate_month(Sum, p("2026-01"), &w, &[empty.clone(), cloud]),
-            Ok(mv("10", 10, 2, false))
-        );
-        assert_eq!(
-            aggregate_month(Sum, p("2026-01"), &w, &[empty.clone(), empty]),
-            Err(SkipReason::NoConsumption)
-        );
+        assert_eq!(aggregate_month(Sum, p("2026-01"), &w, std::slice::from_ref(&cloud)), Ok(mv("10", 10, 2, false)));
+        assert_eq!(aggregate_month(Sum, p("2026-01"), &w, &[empty.clone(), cloud]), Ok(mv("10", 10, 2, false)));
+        assert_eq!(aggregate_month(Sum, p("2026-01"), &w, &[empty.clone(), empty]), Err(SkipReason::NoConsumption));
     }
 
     #[test]
@@ -709,25 +482,16 @@ mod tests {
         let w = window("2025-01-01", None);
         let a = ew_stats(&w, &[("2026-01-31", "1")]);
         let b = ew_stats(&w, &[("2026-01-31", "7")]);
-        assert_eq!(
-            aggregate_month(Maximum, p("2026-01"), &w, &[a, b]),
-            Ok(mv("1", 1, 1, false))
-        );
+        assert_eq!(aggregate_month(Maximum, p("2026-01"), &w, &[a, b]), Ok(mv("1", 1, 1, false)));
     }
 
     #[test]
     fn skip_reason_names() {
         let names: Vec<_> = SkipReason::ALL.iter().map(|r| r.to_string()).collect();
-        assert_eq!(
-            names,
-            ["NO_CONSUMPTION", "UNCHANGED", "DRY_RUN", "SUPERSEDED"]
-        );
+        assert_eq!(names, ["NO_CONSUMPTION", "UNCHANGED", "DRY_RUN", "SUPERSEDED"]);
         assert_eq!("DRY_RUN".parse::<SkipReason>(), Ok(SkipReason::DryRun));
         assert!("dry_run".parse::<SkipReason>().is_err());
-        assert_eq!(
-            serde_json::to_string(&SkipReason::NoConsumption).unwrap(),
-            "\"NO_CONSUMPTION\""
-        );
+        assert_eq!(serde_json::to_string(&SkipReason::NoConsumption).unwrap(), "\"NO_CONSUMPTION\"");
     }
 
     #[test]

@@ -65,11 +65,7 @@ named_enum! {
 const EW_USAGE: [UsageMetric; 3] = UsageMetric::EW_STORAGE;
 const USER_USAGE: [UsageMetric; 2] = [UsageMetric::ActiveUsers, UsageMetric::PreservedUsers];
 const EW_INTERVALS: [IntervalMethod; 4] = IntervalMethod::ALL;
-const USER_INTERVALS: [IntervalMethod; 3] = [
-    IntervalMethod::Average,
-    IntervalMethod::Maximum,
-    IntervalMethod::LastDay,
-];
+const USER_INTERVALS: [IntervalMethod; 3] = [IntervalMethod::Average, IntervalMethod::Maximum, IntervalMethod::LastDay];
 
 impl ProductModule {
     /// The usage metrics this module allows (SPEC §5), in contract order.
@@ -107,11 +103,7 @@ impl ProductModule {
 
 impl UsageMetric {
     /// The three Enterprise Workloads storage types whose LAST_DAY values `SUM` adds up.
-    pub const EW_STORAGE: [UsageMetric; 3] = [
-        UsageMetric::CloudStorage,
-        UsageMetric::EarlyDeleteLtrStorage,
-        UsageMetric::LtrStorage,
-    ];
+    pub const EW_STORAGE: [UsageMetric; 3] = [UsageMetric::CloudStorage, UsageMetric::EarlyDeleteLtrStorage, UsageMetric::LtrStorage];
 }
 
 #[cfg(test)]
@@ -122,26 +114,9 @@ mod tests {
     #[test]
     fn names_match_the_contract() {
         let modules: Vec<_> = ProductModule::ALL.iter().map(|m| m.as_str()).collect();
-        assert_eq!(
-            modules,
-            [
-                "ENTERPRISE_WORKLOADS",
-                "MICROSOFT_365",
-                "ENDPOINTS",
-                "GOOGLE_WORKSPACE"
-            ]
-        );
+        assert_eq!(modules, ["ENTERPRISE_WORKLOADS", "MICROSOFT_365", "ENDPOINTS", "GOOGLE_WORKSPACE"]);
         let usages: Vec<_> = UsageMetric::ALL.iter().map(|m| m.as_str()).collect();
-        assert_eq!(
-            usages,
-            [
-                "CLOUD_STORAGE",
-                "EARLY_DELETE_LTR_STORAGE",
-                "LTR_STORAGE",
-                "ACTIVE_USERS",
-                "PRESERVED_USERS"
-            ]
-        );
+        assert_eq!(usages, ["CLOUD_STORAGE", "EARLY_DELETE_LTR_STORAGE", "LTR_STORAGE", "ACTIVE_USERS", "PRESERVED_USERS"]);
         let intervals: Vec<_> = IntervalMethod::ALL.iter().map(|m| m.as_str()).collect();
         assert_eq!(intervals, ["AVERAGE", "MAXIMUM", "LAST_DAY", "SUM"]);
         let editions: Vec<_> = Edition::ALL.iter().map(|m| m.as_str()).collect();
@@ -175,34 +150,20 @@ mod tests {
 
     #[test]
     fn unknown_names_are_rejected() {
-        assert_eq!(
-            ProductModule::from_str("MICROSOFT365"),
-            Err(UnknownName("MICROSOFT365".into()))
-        );
+        assert_eq!(ProductModule::from_str("MICROSOFT365"), Err(UnknownName("MICROSOFT365".into())));
         assert!(ProductModule::from_str("microsoft_365").is_err());
         assert!(IntervalMethod::from_str("").is_err());
         assert!(serde_json::from_str::<ProductModule>("\"MICROSOFT365\"").is_err());
-        assert_eq!(
-            UnknownName("X".into()).to_string(),
-            "unknown name `X`",
-            "error has a human message"
-        );
+        assert_eq!(UnknownName("X".into()).to_string(), "unknown name `X`", "error has a human message");
     }
 
     #[test]
     fn usage_matrix_follows_spec_table() {
         use UsageMetric::*;
         let ew = ProductModule::EnterpriseWorkloads;
-        assert_eq!(
-            ew.usage_metrics(),
-            &[CloudStorage, EarlyDeleteLtrStorage, LtrStorage]
-        );
+        assert_eq!(ew.usage_metrics(), &[CloudStorage, EarlyDeleteLtrStorage, LtrStorage]);
         assert_eq!(ew.usage_metrics(), &UsageMetric::EW_STORAGE);
-        for m in [
-            ProductModule::Microsoft365,
-            ProductModule::Endpoints,
-            ProductModule::GoogleWorkspace,
-        ] {
+        for m in [ProductModule::Microsoft365, ProductModule::Endpoints, ProductModule::GoogleWorkspace] {
             assert_eq!(m.usage_metrics(), &[ActiveUsers, PreservedUsers]);
             for u in UsageMetric::EW_STORAGE {
                 assert!(!m.allows_usage(u));
@@ -216,21 +177,11 @@ mod tests {
     #[test]
     fn sum_only_for_enterprise_workloads() {
         for m in ProductModule::ALL {
-            for i in [
-                IntervalMethod::Average,
-                IntervalMethod::Maximum,
-                IntervalMethod::LastDay,
-            ] {
+            for i in [IntervalMethod::Average, IntervalMethod::Maximum, IntervalMethod::LastDay] {
                 assert!(m.allows_interval(i));
             }
-            assert_eq!(
-                m.allows_interval(IntervalMethod::Sum),
-                m == ProductModule::EnterpriseWorkloads
-            );
+            assert_eq!(m.allows_interval(IntervalMethod::Sum), m == ProductModule::EnterpriseWorkloads);
         }
-        assert_eq!(
-            ProductModule::EnterpriseWorkloads.interval_methods(),
-            &IntervalMethod::ALL
-        );
+        assert_eq!(ProductModule::EnterpriseWorkloads.interval_methods(), &IntervalMethod::ALL);
     }
 }

@@ -151,11 +151,7 @@ pub struct RuleViolation {
 
 impl RuleViolation {
     fn new(code: &'static str, field: Option<&'static str>, message: String) -> Self {
-        Self {
-            code,
-            field,
-            message,
-        }
+        Self { code, field, message }
     }
 }
 
@@ -167,9 +163,7 @@ pub fn addition_is_cancelled(a: &AdditionFacts, today: NaiveDate) -> bool {
 /// Whether the agreement is active: status `Active` (any case), not flagged cancelled, and not ended
 /// before `today`.
 pub fn agreement_is_active(a: &AgreementFacts, today: NaiveDate) -> bool {
-    a.status.eq_ignore_ascii_case("active")
-        && !a.cancelled_flag
-        && a.end_date.is_none_or(|end| end >= today)
+    a.status.eq_ignore_ascii_case("active") && !a.cancelled_flag && a.end_date.is_none_or(|end| end >= today)
 }
 
 /// Whether the license still runs on `today` (not deprovisioned before it).
@@ -192,32 +186,21 @@ pub fn check_product_mapping(f: &MappingFacts) -> Result<ResolvedAddition, RuleV
         return Err(RuleViolation::new(
             CONSUMPTION_SYNC_DISABLED,
             None,
-            "Consumption sync is disabled: configure ConnectWise and turn consumption sync on first."
-                .to_owned(),
+            "Consumption sync is disabled: configure ConnectWise and turn consumption sync on first.".to_owned(),
         ));
     }
     if !f.module.allows_usage(f.usage) {
         return Err(RuleViolation::new(
             USAGE_NOT_ALLOWED,
             Some("usage"),
-            format!(
-                "Usage {} is not available for module {} (allowed: {}).",
-                f.usage,
-                f.module,
-                join(f.module.usage_metrics())
-            ),
+            format!("Usage {} is not available for module {} (allowed: {}).", f.usage, f.module, join(f.module.usage_metrics())),
         ));
     }
     if !f.module.allows_interval(f.interval) {
         return Err(RuleViolation::new(
             INTERVAL_NOT_ALLOWED,
             Some("interval"),
-            format!(
-                "Interval {} is not available for module {} (allowed: {}).",
-                f.interval,
-                f.module,
-                join(f.module.interval_methods())
-            ),
+            format!("Interval {} is not available for module {} (allowed: {}).", f.interval, f.module, join(f.module.interval_methods())),
         ));
     }
     let Some(company_id) = f.customer_company_id else {
@@ -250,8 +233,7 @@ pub fn check_product_mapping(f: &MappingFacts) -> Result<ResolvedAddition, RuleV
             return Err(RuleViolation::new(
                 AGREEMENT_NOT_FOUND,
                 Some("cwAgreementId"),
-                "The agreement does not exist in the ConnectWise catalog; refresh the catalog if it is new."
-                    .to_owned(),
+                "The agreement does not exist in the ConnectWise catalog; refresh the catalog if it is new.".to_owned(),
             ));
         }
     };
@@ -263,16 +245,8 @@ pub fn check_product_mapping(f: &MappingFacts) -> Result<ResolvedAddition, RuleV
                 "Agreement {} is not active (status {}{}{}).",
                 agreement.id,
                 agreement.status,
-                if agreement.cancelled_flag {
-                    ", cancelled"
-                } else {
-                    ""
-                },
-                agreement
-                    .end_date
-                    .filter(|end| *end < f.today)
-                    .map(|end| format!(", ended {end}"))
-                    .unwrap_or_default()
+                if agreement.cancelled_flag { ", cancelled" } else { "" },
+                agreement.end_date.filter(|end| *end < f.today).map(|end| format!(", ended {end}")).unwrap_or_default()
             ),
         ));
     }
@@ -280,22 +254,11 @@ pub fn check_product_mapping(f: &MappingFacts) -> Result<ResolvedAddition, RuleV
 }
 
 /// The addition-level checks of [`check_product_mapping`].
-fn resolve_addition(
-    f: &MappingFacts,
-    agreement_id: i64,
-) -> Result<ResolvedAddition, RuleViolation> {
+fn resolve_addition(f: &MappingFacts, agreement_id: i64) -> Result<ResolvedAddition, RuleViolation> {
     use codes::*;
     let seq = f.sequence_number;
-    let with_seq: Vec<&AdditionFacts> = f
-        .agreement_additions
-        .iter()
-        .filter(|a| a.sequence_number == seq)
-        .collect();
-    let live: Vec<&AdditionFacts> = with_seq
-        .iter()
-        .copied()
-        .filter(|a| !addition_is_cancelled(a, f.today))
-        .collect();
+    let with_seq: Vec<&AdditionFacts> = f.agreement_additions.iter().filter(|a| a.sequence_number == seq).collect();
+    let live: Vec<&AdditionFacts> = with_seq.iter().copied().filter(|a| !addition_is_cancelled(a, f.today)).collect();
     let field = Some("cwSequenceNumber");
     let addition = match (with_seq.as_slice(), live.as_slice()) {
         ([], _) => {
@@ -310,28 +273,22 @@ fn resolve_addition(
             return Err(RuleViolation::new(
                 ADDITION_CANCELLED,
                 field,
-                format!(
-                    "The addition with sequence number {seq} on agreement {agreement_id} is cancelled."
-                ),
+                format!("The addition with sequence number {seq} on agreement {agreement_id} is cancelled."),
             ));
         }
         (_, several) => {
             return Err(RuleViolation::new(
                 ADDITION_AMBIGUOUS,
                 field,
-                format!(
-                    "Agreement {agreement_id} has {} non-cancelled additions with sequence number {seq}.",
-                    several.len()
-                ),
+                format!("Agreement {agreement_id} has {} non-cancelled additions with sequence number {seq}.", several.len()),
             ));
         }
     };
     if let Some(product_id) = addition.product_id {
-        let clash = f.agreement_additions.iter().find(|other| {
-            other.id != addition.id
-                && other.product_id == Some(product_id)
-                && !addition_is_cancelled(other, f.today)
-        });
+        let clash = f
+            .agreement_additions
+            .iter()
+            .find(|other| other.id != addition.id && other.product_id == Some(product_id) && !addition_is_cancelled(other, f.today));
         if let Some(other) = clash {
             return Err(RuleViolation::new(
                 ADDITION_PRODUCT_NOT_UNIQUE,
@@ -339,10 +296,7 @@ fn resolve_addition(
                 format!(
                     "Product {} of addition {seq} is also on addition {} of agreement {agreement_id}; \
                      the product must be unique on the agreement.",
-                    addition
-                        .product_identifier
-                        .clone()
-                        .unwrap_or_else(|| product_id.to_string()),
+                    addition.product_identifier.clone().unwrap_or_else(|| product_id.to_string()),
                     other.sequence_number
                 ),
             ));
@@ -357,11 +311,7 @@ fn resolve_addition(
 
 /// `A, B, C` from contract names.
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -390,21 +340,9 @@ mod tests {
     impl Fixture {
         fn new() -> Self {
             Self {
-                license: LicenseWindow {
-                    provisioned_on: d("2025-01-01"),
-                    deprovisioned_on: None,
-                },
-                agreement: AgreementFacts {
-                    id: 77,
-                    company_id: 10,
-                    status: "Active".into(),
-                    cancelled_flag: false,
-                    end_date: None,
-                },
-                additions: vec![
-                    addition(1, 1, Some(500), None),
-                    addition(2, 2, Some(501), None),
-                ],
+                license: LicenseWindow { provisioned_on: d("2025-01-01"), deprovisioned_on: None },
+                agreement: AgreementFacts { id: 77, company_id: 10, status: "Active".into(), cancelled_flag: false, end_date: None },
+                additions: vec![addition(1, 1, Some(500), None), addition(2, 2, Some(501), None)],
             }
         }
         fn facts(&self) -> MappingFacts<'_> {
@@ -434,11 +372,7 @@ mod tests {
         let fx = Fixture::new();
         assert_eq!(
             check_product_mapping(&fx.facts()),
-            Ok(ResolvedAddition {
-                addition_id: 1,
-                product_id: Some(500),
-                product_identifier: Some("PROD-500".into())
-            })
+            Ok(ResolvedAddition { addition_id: 1, product_id: Some(500), product_identifier: Some("PROD-500".into()) })
         );
         let ew = MappingFacts {
             module: ProductModule::EnterpriseWorkloads,
@@ -453,173 +387,77 @@ mod tests {
     #[test]
     fn sync_disabled() {
         let fx = Fixture::new();
-        let f = MappingFacts {
-            consumption_sync_enabled: false,
-            ..fx.facts()
-        };
-        assert_eq!(
-            code(check_product_mapping(&f)),
-            (codes::CONSUMPTION_SYNC_DISABLED, None)
-        );
+        let f = MappingFacts { consumption_sync_enabled: false, ..fx.facts() };
+        assert_eq!(code(check_product_mapping(&f)), (codes::CONSUMPTION_SYNC_DISABLED, None));
     }
 
     #[test]
     fn usage_not_allowed() {
         let fx = Fixture::new();
-        let f = MappingFacts {
-            usage: UsageMetric::CloudStorage,
-            ..fx.facts()
-        };
+        let f = MappingFacts { usage: UsageMetric::CloudStorage, ..fx.facts() };
         let v = check_product_mapping(&f).unwrap_err();
         assert_eq!((v.code, v.field), (codes::USAGE_NOT_ALLOWED, Some("usage")));
-        assert_eq!(
-            v.message,
-            "Usage CLOUD_STORAGE is not available for module MICROSOFT_365 (allowed: ACTIVE_USERS, PRESERVED_USERS)."
-        );
-        let f = MappingFacts {
-            module: ProductModule::EnterpriseWorkloads,
-            usage: UsageMetric::ActiveUsers,
-            ..fx.facts()
-        };
-        assert_eq!(
-            code(check_product_mapping(&f)),
-            (codes::USAGE_NOT_ALLOWED, Some("usage"))
-        );
+        assert_eq!(v.message, "Usage CLOUD_STORAGE is not available for module MICROSOFT_365 (allowed: ACTIVE_USERS, PRESERVED_USERS).");
+        let f = MappingFacts { module: ProductModule::EnterpriseWorkloads, usage: UsageMetric::ActiveUsers, ..fx.facts() };
+        assert_eq!(code(check_product_mapping(&f)), (codes::USAGE_NOT_ALLOWED, Some("usage")));
     }
 
     #[test]
     fn interval_not_allowed() {
         let fx = Fixture::new();
-        for module in [
-            ProductModule::Microsoft365,
-            ProductModule::Endpoints,
-            ProductModule::GoogleWorkspace,
-        ] {
-            let f = MappingFacts {
-                module,
-                interval: IntervalMethod::Sum,
-                ..fx.facts()
-            };
-            assert_eq!(
-                code(check_product_mapping(&f)),
-                (codes::INTERVAL_NOT_ALLOWED, Some("interval"))
-            );
+        for module in [ProductModule::Microsoft365, ProductModule::Endpoints, ProductModule::GoogleWorkspace] {
+            let f = MappingFacts { module, interval: IntervalMethod::Sum, ..fx.facts() };
+            assert_eq!(code(check_product_mapping(&f)), (codes::INTERVAL_NOT_ALLOWED, Some("interval")));
         }
     }
 
     #[test]
     fn customer_not_mapped() {
         let fx = Fixture::new();
-        let f = MappingFacts {
-            customer_company_id: None,
-            ..fx.facts()
-        };
-        assert_eq!(
-            code(check_product_mapping(&f)),
-            (codes::CUSTOMER_NOT_MAPPED, Some("customerId"))
-        );
+        let f = MappingFacts { customer_company_id: None, ..fx.facts() };
+        assert_eq!(code(check_product_mapping(&f)), (codes::CUSTOMER_NOT_MAPPED, Some("customerId")));
     }
 
     #[test]
     fn module_not_provisioned() {
         let fx = Fixture::new();
-        let f = MappingFacts {
-            license: None,
-            ..fx.facts()
-        };
-        assert_eq!(
-            code(check_product_mapping(&f)),
-            (codes::MODULE_NOT_PROVISIONED, Some("productModule"))
-        );
-        let ended = LicenseWindow {
-            provisioned_on: d("2025-01-01"),
-            deprovisioned_on: Some(d("2026-03-14")),
-        };
-        let f = MappingFacts {
-            license: Some(&ended),
-            ..fx.facts()
-        };
-        assert_eq!(
-            code(check_product_mapping(&f)),
-            (codes::MODULE_NOT_PROVISIONED, Some("productModule"))
-        );
+        let f = MappingFacts { license: None, ..fx.facts() };
+        assert_eq!(code(check_product_mapping(&f)), (codes::MODULE_NOT_PROVISIONED, Some("productModule")));
+        let ended = LicenseWindow { provisioned_on: d("2025-01-01"), deprovisioned_on: Some(d("2026-03-14")) };
+        let f = MappingFacts { license: Some(&ended), ..fx.facts() };
+        assert_eq!(code(check_product_mapping(&f)), (codes::MODULE_NOT_PROVISIONED, Some("productModule")));
         // deprovisioned today: still active today
-        let ends_today = LicenseWindow {
-            deprovisioned_on: Some(d("2026-03-15")),
-            ..ended
-        };
-        let f = MappingFacts {
-            license: Some(&ends_today),
-            ..fx.facts()
-        };
+        let ends_today = LicenseWindow { deprovisioned_on: Some(d("2026-03-15")), ..ended };
+        let f = MappingFacts { license: Some(&ends_today), ..fx.facts() };
         assert!(check_product_mapping(&f).is_ok());
     }
 
     #[test]
     fn agreement_not_found() {
         let fx = Fixture::new();
-        let f = MappingFacts {
-            agreement: None,
-            ..fx.facts()
-        };
-        assert_eq!(
-            code(check_product_mapping(&f)),
-            (codes::AGREEMENT_NOT_FOUND, Some("cwAgreementId"))
-        );
-        let f = MappingFacts {
-            customer_company_id: Some(11),
-            ..fx.facts()
-        };
-        assert_eq!(
-            code(check_product_mapping(&f)),
-            (codes::AGREEMENT_NOT_FOUND, Some("cwAgreementId"))
-        );
+        let f = MappingFacts { agreement: None, ..fx.facts() };
+        assert_eq!(code(check_product_mapping(&f)), (codes::AGREEMENT_NOT_FOUND, Some("cwAgreementId")));
+        let f = MappingFacts { customer_company_id: Some(11), ..fx.facts() };
+        assert_eq!(code(check_product_mapping(&f)), (codes::AGREEMENT_NOT_FOUND, Some("cwAgreementId")));
     }
 
     #[test]
     fn agreement_inactive() {
         let base = Fixture::new();
         let variants = [
-            AgreementFacts {
-                status: "Cancelled".into(),
-                ..base.agreement.clone()
-            },
-            AgreementFacts {
-                status: "Expired".into(),
-                ..base.agreement.clone()
-            },
-            AgreementFacts {
-                status: "Inactive".into(),
-                ..base.agreement.clone()
-            },
-            AgreementFacts {
-                cancelled_flag: true,
-                ..base.agreement.clone()
-            },
-            AgreementFacts {
-                end_date: Some(d("2026-03-14")),
-                ..base.agreement.clone()
-            },
+            AgreementFacts { status: "Cancelled".into(), ..base.agreement.clone() },
+            AgreementFacts { status: "Expired".into(), ..base.agreement.clone() },
+            AgreementFacts { status: "Inactive".into(), ..base.agreement.clone() },
+            AgreementFacts { cancelled_flag: true, ..base.agreement.clone() },
+            AgreementFacts { end_date: Some(d("2026-03-14")), ..base.agreement.clone() },
         ];
         for agreement in variants {
-            let fx = Fixture {
-                agreement,
-                ..Fixture::new()
-            };
-            assert_eq!(
-                code(check_product_mapping(&fx.facts())),
-                (codes::AGREEMENT_INACTIVE, Some("cwAgreementId")),
-                "{:?}",
-                fx.agreement
-            );
+            let fx = Fixture { agreement, ..Fixture::new() };
+            assert_eq!(code(check_product_mapping(&fx.facts())), (codes::AGREEMENT_INACTIVE, Some("cwAgreementId")), "{:?}", fx.agreement);
         }
         // case-insensitive status, end date today still active
         let fx = Fixture {
-            agreement: AgreementFacts {
-                status: "ACTIVE".into(),
-                end_date: Some(d("2026-03-15")),
-                ..base.agreement.clone()
-            },
+            agreement: AgreementFacts { status: "ACTIVE".into(), end_date: Some(d("2026-03-15")), ..base.agreement.clone() },
             ..Fixture::new()
         };
         assert!(check_product_mapping(&fx.facts()).is_ok());
@@ -628,27 +466,12 @@ mod tests {
     #[test]
     fn addition_not_found() {
         let fx = Fixture::new();
-        let f = MappingFacts {
-            sequence_number: 9,
-            ..fx.facts()
-        };
+        let f = MappingFacts { sequence_number: 9, ..fx.facts() };
         let v = check_product_mapping(&f).unwrap_err();
-        assert_eq!(
-            (v.code, v.field),
-            (codes::ADDITION_NOT_FOUND, Some("cwSequenceNumber"))
-        );
-        assert_eq!(
-            v.message,
-            "Agreement 77 has no addition with sequence number 9."
-        );
-        let empty = Fixture {
-            additions: vec![],
-            ..Fixture::new()
-        };
-        assert_eq!(
-            code(check_product_mapping(&empty.facts())).0,
-            codes::ADDITION_NOT_FOUND
-        );
+        assert_eq!((v.code, v.field), (codes::ADDITION_NOT_FOUND, Some("cwSequenceNumber")));
+        assert_eq!(v.message, "Agreement 77 has no addition with sequence number 9.");
+        let empty = Fixture { additions: vec![], ..Fixture::new() };
+        assert_eq!(code(check_product_mapping(&empty.facts())).0, codes::ADDITION_NOT_FOUND);
     }
 
     #[test]
@@ -660,25 +483,16 @@ mod tests {
             ],
             ..Fixture::new()
         };
-        assert_eq!(
-            code(check_product_mapping(&fx.facts())),
-            (codes::ADDITION_AMBIGUOUS, Some("cwSequenceNumber"))
-        );
+        assert_eq!(code(check_product_mapping(&fx.facts())), (codes::ADDITION_AMBIGUOUS, Some("cwSequenceNumber")));
     }
 
     #[test]
     fn addition_cancelled() {
         let fx = Fixture {
-            additions: vec![
-                addition(1, 1, Some(500), Some("2026-03-14")),
-                addition(3, 1, Some(502), Some("2025-01-01")),
-            ],
+            additions: vec![addition(1, 1, Some(500), Some("2026-03-14")), addition(3, 1, Some(502), Some("2025-01-01"))],
             ..Fixture::new()
         };
-        assert_eq!(
-            code(check_product_mapping(&fx.facts())),
-            (codes::ADDITION_CANCELLED, Some("cwSequenceNumber"))
-        );
+        assert_eq!(code(check_product_mapping(&fx.facts())), (codes::ADDITION_CANCELLED, Some("cwSequenceNumber")));
     }
 
     #[test]
@@ -696,70 +510,28 @@ mod tests {
 
     #[test]
     fn addition_product_not_unique() {
-        let fx = Fixture {
-            additions: vec![
-                addition(1, 1, Some(500), None),
-                addition(2, 2, Some(500), None),
-            ],
-            ..Fixture::new()
-        };
+        let fx = Fixture { additions: vec![addition(1, 1, Some(500), None), addition(2, 2, Some(500), None)], ..Fixture::new() };
         let v = check_product_mapping(&fx.facts()).unwrap_err();
-        assert_eq!(
-            (v.code, v.field),
-            (codes::ADDITION_PRODUCT_NOT_UNIQUE, Some("cwSequenceNumber"))
-        );
+        assert_eq!((v.code, v.field), (codes::ADDITION_PRODUCT_NOT_UNIQUE, Some("cwSequenceNumber")));
         assert!(v.message.contains("PROD-500"), "{}", v.message);
         // a cancelled other addition with the same product does not clash
-        let fx = Fixture {
-            additions: vec![
-                addition(1, 1, Some(500), None),
-                addition(2, 2, Some(500), Some("2026-02-01")),
-            ],
-            ..Fixture::new()
-        };
+        let fx =
+            Fixture { additions: vec![addition(1, 1, Some(500), None), addition(2, 2, Some(500), Some("2026-02-01"))], ..Fixture::new() };
         assert!(check_product_mapping(&fx.facts()).is_ok());
         // unknown products never clash
-        let fx = Fixture {
-            additions: vec![addition(1, 1, None, None), addition(2, 2, None, None)],
-            ..Fixture::new()
-        };
-        assert_eq!(
-            check_product_mapping(&fx.facts()),
-            Ok(ResolvedAddition {
-                addition_id: 1,
-                product_id: None,
-                product_identifier: None
-            })
-        );
+        let fx = Fixture { additions: vec![addition(1, 1, None, None), addition(2, 2, None, None)], ..Fixture::new() };
+        assert_eq!(check_product_mapping(&fx.facts()), Ok(ResolvedAddition { addition_id: 1, product_id: None, product_identifier: None }));
     }
 
     #[test]
     fn checks_run_in_order() {
         // Every rule broken at once; fixing them one by one reveals the next code in order.
-        let bad_license = LicenseWindow {
-            provisioned_on: d("2020-01-01"),
-            deprovisioned_on: Some(d("2021-01-01")),
-        };
-        let bad_agreement = AgreementFacts {
-            id: 77,
-            company_id: 99,
-            status: "Expired".into(),
-            cancelled_flag: true,
-            end_date: None,
-        };
-        let inactive_agreement = AgreementFacts {
-            company_id: 10,
-            ..bad_agreement.clone()
-        };
+        let bad_license = LicenseWindow { provisioned_on: d("2020-01-01"), deprovisioned_on: Some(d("2021-01-01")) };
+        let bad_agreement = AgreementFacts { id: 77, company_id: 99, status: "Expired".into(), cancelled_flag: true, end_date: None };
+        let inactive_agreement = AgreementFacts { company_id: 10, ..bad_agreement.clone() };
         let good = Fixture::new();
-        let dup_product = vec![
-            addition(1, 1, Some(500), None),
-            addition(2, 2, Some(500), None),
-        ];
-        let ambiguous = vec![
-            addition(1, 1, Some(500), None),
-            addition(2, 1, Some(501), None),
-        ];
+        let dup_product = vec![addition(1, 1, Some(500), None), addition(2, 2, Some(500), None)];
+        let ambiguous = vec![addition(1, 1, Some(500), None), addition(2, 1, Some(501), None)];
         let cancelled = vec![addition(1, 1, Some(500), Some("2020-01-01"))];
         let none: Vec<AdditionFacts> = vec![];
 
@@ -822,53 +594,17 @@ mod tests {
     fn predicates() {
         let today = d("2026-03-15");
         assert!(!addition_is_cancelled(&addition(1, 1, None, None), today));
-        assert!(!addition_is_cancelled(
-            &addition(1, 1, None, Some("2026-03-15")),
-            today
-        ));
-        assert!(!addition_is_cancelled(
-            &addition(1, 1, None, Some("2026-04-01")),
-            today
-        ));
-        assert!(addition_is_cancelled(
-            &addition(1, 1, None, Some("2026-03-14")),
-            today
-        ));
-        let w = LicenseWindow {
-            provisioned_on: d("2026-01-01"),
-            deprovisioned_on: None,
-        };
+        assert!(!addition_is_cancelled(&addition(1, 1, None, Some("2026-03-15")), today));
+        assert!(!addition_is_cancelled(&addition(1, 1, None, Some("2026-04-01")), today));
+        assert!(addition_is_cancelled(&addition(1, 1, None, Some("2026-03-14")), today));
+        let w = LicenseWindow { provisioned_on: d("2026-01-01"), deprovisioned_on: None };
         assert!(license_is_active(&w, today));
-        assert!(license_is_active(
-            &LicenseWindow {
-                deprovisioned_on: Some(today),
-                ..w
-            },
-            today
-        ));
-        assert!(!license_is_active(
-            &LicenseWindow {
-                deprovisioned_on: Some(d("2026-03-14")),
-                ..w
-            },
-            today
-        ));
+        assert!(license_is_active(&LicenseWindow { deprovisioned_on: Some(today), ..w }, today));
+        assert!(!license_is_active(&LicenseWindow { deprovisioned_on: Some(d("2026-03-14")), ..w }, today));
         let a = Fixture::new().agreement;
         assert!(agreement_is_active(&a, today));
-        assert!(agreement_is_active(
-            &AgreementFacts {
-                status: "active".into(),
-                ..a.clone()
-            },
-            today
-        ));
-        assert!(!agreement_is_active(
-            &AgreementFacts {
-                status: "Activ".into(),
-                ..a
-            },
-            today
-        ));
+        assert!(agreement_is_active(&AgreementFacts { status: "active".into(), ..a.clone() }, today));
+        assert!(!agreement_is_active(&AgreementFacts { status: "Activ".into(), ..a }, today));
     }
 
     #[test]

@@ -79,9 +79,7 @@ pub fn parse_micros(s: &str) -> Result<i64, DecimalError> {
 
 /// Value of an ASCII digit string of at most 10 digits (callers guarantee both).
 fn digits_value(digits: &str) -> i64 {
-    digits
-        .bytes()
-        .fold(0_i64, |acc, b| acc * 10 + i64::from(b - b'0'))
+    digits.bytes().fold(0_i64, |acc, b| acc * 10 + i64::from(b - b'0'))
 }
 
 /// Formats micro-units as a plain decimal string: no exponent, no trailing zeros, no trailing `.`.
@@ -110,11 +108,7 @@ pub fn format_micros(v: i64) -> String {
 /// Mathematical ceiling, so also correct for negative inputs (`-1.5` → `-1`).
 pub fn ceil_units(micros: i64) -> i64 {
     let q = micros.div_euclid(MICROS_PER_UNIT);
-    if micros.rem_euclid(MICROS_PER_UNIT) == 0 {
-        q
-    } else {
-        q + 1
-    }
+    if micros.rem_euclid(MICROS_PER_UNIT) == 0 { q } else { q + 1 }
 }
 
 /// `num / den` rounded to the nearest integer, ties to even (banker's rounding).
@@ -131,11 +125,7 @@ pub fn div_round_half_even(num: i128, den: i128) -> i128 {
     let q = num.div_euclid(den);
     let r = num.rem_euclid(den); // 0 <= r < den
     let rest = den - r; // distance to the next multiple; compares 2r with den without overflow
-    if r > rest || (r == rest && q % 2 != 0) {
-        q + 1
-    } else {
-        q
-    }
+    if r > rest || (r == rest && q % 2 != 0) { q + 1 } else { q }
 }
 
 /// `num / den` rounded up (towards +∞).
@@ -181,8 +171,8 @@ mod tests {
         use DecimalError::*;
         assert_eq!(parse_micros(""), Err(Empty));
         for s in [
-            ".5", "5.", "+1", " 1", "1 ", "1e3", "1E3", "1.2.3", "abc", "1,5", "-", ".", "-.5",
-            "--1", "0x10", "١", "1_000", "\t", "1.-5", "NaN", "inf",
+            ".5", "5.", "+1", " 1", "1 ", "1e3", "1E3", "1.2.3", "abc", "1,5", "-", ".", "-.5", "--1", "0x10", "١", "1_000", "\t", "1.-5",
+            "NaN", "inf",
         ] {
             assert_eq!(parse_micros(s), Err(Malformed), "{s:?}");
         }
@@ -203,18 +193,12 @@ mod tests {
         let padded = format!("{}1", "0".repeat(10_000));
         assert_eq!(parse_micros(&padded), Ok(1_000_000));
         let long_frac = format!("1.{}", "0".repeat(10_000));
-        assert_eq!(
-            parse_micros(&long_frac),
-            Err(DecimalError::TooManyFractionDigits)
-        );
+        assert_eq!(parse_micros(&long_frac), Err(DecimalError::TooManyFractionDigits));
     }
 
     #[test]
     fn errors_have_human_messages() {
-        assert_eq!(
-            DecimalError::TooLarge.to_string(),
-            "the value exceeds 1,000,000,000"
-        );
+        assert_eq!(DecimalError::TooLarge.to_string(), "the value exceeds 1,000,000,000");
         assert!(!DecimalError::Malformed.to_string().is_empty());
     }
 
@@ -234,16 +218,7 @@ mod tests {
 
     #[test]
     fn format_then_parse_round_trips() {
-        for v in [
-            0,
-            1,
-            10,
-            999_999,
-            1_000_000,
-            3_750_000,
-            123_456_789,
-            MAX_VALUE_MICROS,
-        ] {
+        for v in [0, 1, 10, 999_999, 1_000_000, 3_750_000, 123_456_789, MAX_VALUE_MICROS] {
             assert_eq!(parse_micros(&format_micros(v)), Ok(v));
         }
     }

@@ -70,10 +70,7 @@ impl Period {
 
     /// The period containing `date`.
     pub fn of(date: NaiveDate) -> Self {
-        Self {
-            year: date.year(),
-            month: date.month(),
-        }
+        Self { year: date.year(), month: date.month() }
     }
 
     /// The latest closed month on `today`: the month before today's.
@@ -114,21 +111,13 @@ impl Period {
 
     /// The month before. Saturates at the earliest month `chrono` can represent.
     pub fn previous(&self) -> Self {
-        let (year, month) = if self.month == 1 {
-            (self.year - 1, 12)
-        } else {
-            (self.year, self.month - 1)
-        };
+        let (year, month) = if self.month == 1 { (self.year - 1, 12) } else { (self.year, self.month - 1) };
         Self::new(year, month).unwrap_or(*self)
     }
 
     /// The month after. Saturates at the latest month `chrono` can represent.
     pub fn next(&self) -> Self {
-        let (year, month) = if self.month == 12 {
-            (self.year + 1, 1)
-        } else {
-            (self.year, self.month + 1)
-        };
+        let (year, month) = if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
         Self::new(year, month).unwrap_or(*self)
     }
 
@@ -227,29 +216,20 @@ fn is_leap_year(year: i32) -> bool {
 
 /// Value of a byte string made only of ASCII digits (at most 4 here), or `None`.
 fn digits(s: &[u8]) -> Option<u32> {
-    (!s.is_empty() && s.iter().all(u8::is_ascii_digit))
-        .then(|| s.iter().fold(0, |acc, b| acc * 10 + u32::from(b - b'0')))
+    (!s.is_empty() && s.iter().all(u8::is_ascii_digit)).then(|| s.iter().fold(0, |acc, b| acc * 10 + u32::from(b - b'0')))
 }
 
 /// A 4-digit year in the accepted input range.
 fn year_of(s: &[u8]) -> Result<i32, PeriodError> {
     let year = digits(s).ok_or(PeriodError::Malformed)?;
     let year = i32::try_from(year).map_err(|_| PeriodError::Malformed)?;
-    if INPUT_YEARS.contains(&year) {
-        Ok(year)
-    } else {
-        Err(PeriodError::YearOutOfRange(year))
-    }
+    if INPUT_YEARS.contains(&year) { Ok(year) } else { Err(PeriodError::YearOutOfRange(year)) }
 }
 
 /// A 2-digit month 01..=12.
 fn month_of(s: &[u8]) -> Result<u32, PeriodError> {
     let month = digits(s).ok_or(PeriodError::Malformed)?;
-    if (1..=12).contains(&month) {
-        Ok(month)
-    } else {
-        Err(PeriodError::MonthOutOfRange(month))
-    }
+    if (1..=12).contains(&month) { Ok(month) } else { Err(PeriodError::MonthOutOfRange(month)) }
 }
 
 #[cfg(test)]
@@ -268,10 +248,7 @@ mod tests {
         assert_eq!(p("2026-02"), Period::new(2026, 2).unwrap());
         assert_eq!(p("1900-01").to_string(), "1900-01");
         assert_eq!(p("9999-12").to_string(), "9999-12");
-        assert_eq!(
-            "2026-11".parse::<Period>(),
-            Ok(Period::new(2026, 11).unwrap())
-        );
+        assert_eq!("2026-11".parse::<Period>(), Ok(Period::new(2026, 11).unwrap()));
         use PeriodError::*;
         for s in [
             "2026-2",
@@ -360,26 +337,11 @@ mod tests {
         assert_eq!(Period::latest_closed(d(2026, 3, 1)), p("2026-02"));
         let today = d(2026, 3, 31);
         assert_eq!(check_pushable(p("2026-02"), today), PushablePeriod::Ok);
-        assert_eq!(
-            check_pushable(p("2026-03"), today),
-            PushablePeriod::NotClosed
-        );
-        assert_eq!(
-            check_pushable(p("2027-01"), today),
-            PushablePeriod::NotClosed
-        );
-        assert_eq!(
-            check_pushable(p("2026-01"), today),
-            PushablePeriod::Superseded
-        );
-        assert_eq!(
-            check_pushable(p("2020-01"), today),
-            PushablePeriod::Superseded
-        );
-        assert_eq!(
-            check_pushable(p("2025-12"), d(2026, 1, 1)),
-            PushablePeriod::Ok
-        );
+        assert_eq!(check_pushable(p("2026-03"), today), PushablePeriod::NotClosed);
+        assert_eq!(check_pushable(p("2027-01"), today), PushablePeriod::NotClosed);
+        assert_eq!(check_pushable(p("2026-01"), today), PushablePeriod::Superseded);
+        assert_eq!(check_pushable(p("2020-01"), today), PushablePeriod::Superseded);
+        assert_eq!(check_pushable(p("2025-12"), d(2026, 1, 1)), PushablePeriod::Ok);
     }
 
     #[test]
@@ -395,26 +357,10 @@ mod tests {
     fn parses_strict_days() {
         assert_eq!(parse_day("2026-02-28"), Ok(d(2026, 2, 28)));
         assert_eq!(parse_day("2028-02-29"), Ok(d(2028, 2, 29)));
-        assert_eq!(
-            parse_day("2026-02-29"),
-            Err(PeriodError::NoSuchDay {
-                year: 2026,
-                month: 2,
-                day: 29
-            })
-        );
-        assert!(matches!(
-            parse_day("2026-02-30"),
-            Err(PeriodError::NoSuchDay { .. })
-        ));
-        assert!(matches!(
-            parse_day("2026-04-31"),
-            Err(PeriodError::NoSuchDay { .. })
-        ));
-        assert!(matches!(
-            parse_day("2026-01-00"),
-            Err(PeriodError::NoSuchDay { .. })
-        ));
+        assert_eq!(parse_day("2026-02-29"), Err(PeriodError::NoSuchDay { year: 2026, month: 2, day: 29 }));
+        assert!(matches!(parse_day("2026-02-30"), Err(PeriodError::NoSuchDay { .. })));
+        assert!(matches!(parse_day("2026-04-31"), Err(PeriodError::NoSuchDay { .. })));
+        assert!(matches!(parse_day("2026-01-00"), Err(PeriodError::NoSuchDay { .. })));
         for s in [
             "2026-2-3",
             "2026-02-3",
@@ -431,22 +377,8 @@ mod tests {
         ] {
             assert_eq!(parse_day(s), Err(PeriodError::Malformed), "{s:?}");
         }
-        assert_eq!(
-            parse_day("2026-13-01"),
-            Err(PeriodError::MonthOutOfRange(13))
-        );
-        assert_eq!(
-            parse_day("1899-12-31"),
-            Err(PeriodError::YearOutOfRange(1899))
-        );
-        assert_eq!(
-            PeriodError::NoSuchDay {
-                year: 2026,
-                month: 2,
-                day: 30
-            }
-            .to_string(),
-            "2026-02 has no day 30"
-        );
+        assert_eq!(parse_day("2026-13-01"), Err(PeriodError::MonthOutOfRange(13)));
+        assert_eq!(parse_day("1899-12-31"), Err(PeriodError::YearOutOfRange(1899)));
+        assert_eq!(PeriodError::NoSuchDay { year: 2026, month: 2, day: 30 }.to_string(), "2026-02 has no day 30");
     }
 }

@@ -55,23 +55,13 @@ impl BackoffPolicy {
     /// assert_eq!(p.delay(3, 0, None), Duration::from_secs(4));
     /// assert_eq!(p.delay(1, 0, Some(Duration::from_secs(120))), Duration::from_secs(120));
     /// ```
-    pub fn delay(
-        &self,
-        attempt: u32,
-        jitter_permille: u32,
-        retry_after: Option<Duration>,
-    ) -> Duration {
+    pub fn delay(&self, attempt: u32, jitter_permille: u32, retry_after: Option<Duration>) -> Duration {
         let exponent = attempt.saturating_sub(1);
-        let base = 2_u32
-            .checked_pow(exponent)
-            .and_then(|factor| self.min.checked_mul(factor))
-            .map_or(self.max, |d| d.min(self.max));
+        let base = 2_u32.checked_pow(exponent).and_then(|factor| self.min.checked_mul(factor)).map_or(self.max, |d| d.min(self.max));
         let half = base / 2;
         let permille = jitter_permille.min(1000);
         // half × permille can only overflow for absurd durations; then scale before multiplying.
-        let extra = half
-            .checked_mul(permille)
-            .map_or_else(|| (half / 1000) * permille, |d| d / 1000);
+        let extra = half.checked_mul(permille).map_or_else(|| (half / 1000) * permille, |d| d / 1000);
         let jittered = half.saturating_add(extra);
         retry_after.map_or(jittered, |ra| jittered.max(ra))
     }
@@ -90,11 +80,7 @@ mod tests {
         Duration::from_secs(s)
     }
     fn policy() -> BackoffPolicy {
-        BackoffPolicy {
-            max_attempts: 5,
-            min: secs(2),
-            max: secs(60),
-        }
+        BackoffPolicy { max_attempts: 5, min: secs(2), max: secs(60) }
     }
 
     #[test]
@@ -144,11 +130,7 @@ mod tests {
             assert_eq!(p.delay(attempt, 1000, None), secs(60), "{attempt}");
             assert_eq!(p.delay(attempt, 0, None), secs(30), "{attempt}");
         }
-        let huge = BackoffPolicy {
-            max_attempts: 3,
-            min: Duration::MAX,
-            max: Duration::MAX,
-        };
+        let huge = BackoffPolicy { max_attempts: 3, min: Duration::MAX, max: Duration::MAX };
         assert!(huge.delay(64, 1000, None) >= Duration::MAX / 2);
         assert_eq!(huge.delay(64, 0, None), Duration::MAX / 2);
     }

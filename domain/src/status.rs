@@ -22,11 +22,7 @@ named_enum! {
 
 impl PushStatus {
     /// The states a push can still leave (at most one such push per tenant and addition).
-    pub const NON_FINAL: [PushStatus; 3] = [
-        PushStatus::Pending,
-        PushStatus::Running,
-        PushStatus::FailedRetrying,
-    ];
+    pub const NON_FINAL: [PushStatus; 3] = [PushStatus::Pending, PushStatus::Running, PushStatus::FailedRetrying];
 
     /// Whether the push has reached an end state (`SUCCEEDED`, `DEAD`, `SKIPPED`, `CANCELLED`).
     pub fn is_final(&self) -> bool {
@@ -59,13 +55,7 @@ impl SyncRunStatus {
     /// use domain::SyncRunStatus;
     /// assert_eq!(SyncRunStatus::from_push_counts(0, 3, 1, 1, 0), SyncRunStatus::PartiallyFailed);
     /// ```
-    pub fn from_push_counts(
-        non_final: u64,
-        succeeded: u64,
-        skipped: u64,
-        dead: u64,
-        cancelled: u64,
-    ) -> SyncRunStatus {
+    pub fn from_push_counts(non_final: u64, succeeded: u64, skipped: u64, dead: u64, cancelled: u64) -> SyncRunStatus {
         let _ = cancelled; // deliberately ignored: a cancelled push neither succeeds nor fails
         if non_final > 0 {
             SyncRunStatus::Running
@@ -96,18 +86,7 @@ mod tests {
     #[test]
     fn names() {
         let push: Vec<_> = PushStatus::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            push,
-            [
-                "PENDING",
-                "RUNNING",
-                "SUCCEEDED",
-                "FAILED_RETRYING",
-                "DEAD",
-                "SKIPPED",
-                "CANCELLED"
-            ]
-        );
+        assert_eq!(push, ["PENDING", "RUNNING", "SUCCEEDED", "FAILED_RETRYING", "DEAD", "SKIPPED", "CANCELLED"]);
         let run: Vec<_> = SyncRunStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(run, ["RUNNING", "SUCCEEDED", "PARTIALLY_FAILED", "FAILED"]);
         let trig: Vec<_> = SyncTrigger::ALL.iter().map(|s| s.as_str()).collect();

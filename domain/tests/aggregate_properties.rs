@@ -6,11 +6,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 fn offset(base: NaiveDate, days: i64) -> NaiveDate {
-    if days >= 0 {
-        base + Days::new(days as u64)
-    } else {
-        base - Days::new(days.unsigned_abs())
-    }
+    if days >= 0 { base + Days::new(days as u64) } else { base - Days::new(days.unsigned_abs()) }
 }
 
 fn period_strategy() -> impl Strategy<Value = Period> {
@@ -32,40 +28,19 @@ fn scenario() -> impl Strategy<Value = (Period, LicenseWindow, Vec<(NaiveDate, i
         let first = period.first_day();
         let window = (-40_i64..=40, proptest::option::of(0_i64..=60)).prop_map(move |(p, len)| {
             let provisioned_on = offset(first, p);
-            LicenseWindow {
-                provisioned_on,
-                deprovisioned_on: len.map(|l| offset(provisioned_on, l)),
-            }
+            LicenseWindow { provisioned_on, deprovisioned_on: len.map(|l| offset(provisioned_on, l)) }
         });
-        let samples = proptest::collection::vec(
-            (
-                (-10_i64..=40).prop_map(move |o| offset(first, o)),
-                value_strategy(),
-            ),
-            0..45,
-        );
+        let samples = proptest::collection::vec(((-10_i64..=40).prop_map(move |o| offset(first, o)), value_strategy()), 0..45);
         (Just(period), window, samples)
     })
 }
 
 /// Counted days with their sample, recomputed day by day; the last duplicate in slice order wins.
-fn naive_counted(
-    period: Period,
-    window: &LicenseWindow,
-    samples: &[(NaiveDate, i64)],
-) -> BTreeMap<NaiveDate, i64> {
+fn naive_counted(period: Period, window: &LicenseWindow, samples: &[(NaiveDate, i64)]) -> BTreeMap<NaiveDate, i64> {
     period
         .days()
-        .filter(|day| {
-            *day >= window.provisioned_on && window.deprovisioned_on.is_none_or(|end| *day <= end)
-        })
-        .filter_map(|day| {
-            samples
-                .iter()
-                .rev()
-                .find(|(d, _)| *d == day)
-                .map(|(_, v)| (day, *v))
-        })
+        .filter(|day| *day >= window.provisioned_on && window.deprovisioned_on.is_none_or(|end| *day <= end))
+        .filter_map(|day| samples.iter().rev().find(|(d, _)| *d == day).map(|(_, v)| (day, *v)))
         .collect()
 }
 
@@ -74,11 +49,7 @@ fn naive_ceil(micros: i64) -> i64 {
 }
 
 fn dedup(samples: Vec<(NaiveDate, i64)>) -> Vec<(NaiveDate, i64)> {
-    samples
-        .into_iter()
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .collect()
+    samples.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect()
 }
 
 proptest! {

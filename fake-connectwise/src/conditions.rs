@@ -91,10 +91,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 out.push(Tok::Lit(Lit::Str(v)));
             }
             '[' => {
-                let end = chars[i..]
-                    .iter()
-                    .position(|&ch| ch == ']')
-                    .ok_or("unterminated date")?;
+                let end = chars[i..].iter().position(|&ch| ch == ']').ok_or("unterminated date")?;
                 let v: String = chars[i + 1..i + end].iter().collect();
                 out.push(Tok::Lit(Lit::Date(v)));
                 i += end + 1;
@@ -130,9 +127,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             }
             c if c.is_alphanumeric() || c == '_' => {
                 let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '/' | '.'))
-                {
+                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '/' | '.')) {
                     i += 1;
                 }
                 let w: String = chars[start..i].iter().collect();
@@ -246,11 +241,7 @@ impl Parser<'_> {
 /// Parses `conditions`; `allowed` lists the lower-case field paths the resource knows.
 pub(crate) fn parse(s: &str, allowed: &[&str]) -> Result<Expr, String> {
     let toks = tokenize(s)?;
-    let mut p = Parser {
-        toks: &toks,
-        pos: 0,
-        allowed,
-    };
+    let mut p = Parser { toks: &toks, pos: 0, allowed };
     let e = p.expr()?;
     if p.pos != toks.len() {
         return Err("unexpected trailing input".into());
@@ -262,10 +253,7 @@ fn lookup<'v>(item: &'v Value, path: &[String]) -> Option<&'v Value> {
     let mut cur = item;
     for seg in path {
         let obj = cur.as_object()?;
-        cur = obj
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(seg))
-            .map(|(_, v)| v)?;
+        cur = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(seg)).map(|(_, v)| v)?;
     }
     Some(cur)
 }
@@ -273,11 +261,7 @@ fn lookup<'v>(item: &'v Value, path: &[String]) -> Option<&'v Value> {
 fn like(hay: &str, pattern: &str) -> bool {
     // '%' matches any sequence; case-insensitive.
     let hay = hay.to_lowercase();
-    let parts: Vec<String> = pattern
-        .to_lowercase()
-        .split('%')
-        .map(String::from)
-        .collect();
+    let parts: Vec<String> = pattern.to_lowercase().split('%').map(String::from).collect();
     if parts.len() == 1 {
         return hay == parts[0];
     }
@@ -364,13 +348,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const F: &[&str] = &[
-        "deletedflag",
-        "status/name",
-        "company/id",
-        "externalxref",
-        "name",
-    ];
+    const F: &[&str] = &["deletedflag", "status/name", "company/id", "externalxref", "name"];
 
     fn m(c: &str, v: Value) -> bool {
         eval(&parse(c, F).unwrap(), &v)
@@ -379,24 +357,15 @@ mod tests {
     #[test]
     fn basic_conditions() {
         let c = json!({"deletedFlag": false, "status": {"name": "Active"}, "company": {"id": 5}, "name": "Acme Inc"});
-        assert!(m(
-            r#"deletedFlag=false and status/name="Active""#,
-            c.clone()
-        ));
-        assert!(m(
-            r#"deletedFlag = false AND status/name = "active""#,
-            c.clone()
-        ));
+        assert!(m(r#"deletedFlag=false and status/name="Active""#, c.clone()));
+        assert!(m(r#"deletedFlag = false AND status/name = "active""#, c.clone()));
         assert!(!m(r#"status/name="Inactive""#, c.clone()));
         assert!(m("company/id=5", c.clone()));
         assert!(m("company/id in (1,5)", c.clone()));
         assert!(m("company/id not in (1,2)", c.clone()));
         assert!(m(r#"name like "acme%""#, c.clone()));
         assert!(m(r#"name contains "INC""#, c.clone()));
-        assert!(m(
-            r#"(company/id=4 or company/id=5) and deletedFlag=false"#,
-            c.clone()
-        ));
+        assert!(m(r#"(company/id=4 or company/id=5) and deletedFlag=false"#, c.clone()));
         assert!(m(r#"externalXRef="a\"b""#, json!({"externalXRef": "a\"b"})));
         assert!(parse("bogus=1", F).is_err());
         assert!(parse("deletedFlag=", F).is_err());

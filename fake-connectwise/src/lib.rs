@@ -67,13 +67,7 @@ pub struct FakeCompany {
 impl FakeCompany {
     /// An active, non-deleted company.
     pub fn new(id: i64, identifier: &str, name: &str) -> Self {
-        FakeCompany {
-            id,
-            identifier: identifier.into(),
-            name: name.into(),
-            status: "Active".into(),
-            deleted: false,
-        }
+        FakeCompany { id, identifier: identifier.into(), name: name.into(), status: "Active".into(), deleted: false }
     }
 }
 
@@ -97,14 +91,7 @@ pub struct FakeAgreement {
 impl FakeAgreement {
     /// An active agreement.
     pub fn new(id: i64, name: &str, company_id: i64) -> Self {
-        FakeAgreement {
-            id,
-            name: name.into(),
-            company_id,
-            status: "Active".into(),
-            cancelled_flag: false,
-            next_invoice_date: None,
-        }
+        FakeAgreement { id, name: name.into(), company_id, status: "Active".into(), cancelled_flag: false, next_invoice_date: None }
     }
 }
 
@@ -173,10 +160,7 @@ impl FakeBoard {
             id,
             name: name.into(),
             teams: vec![(id * 10 + 1, "Team".into(), true)],
-            statuses: vec![
-                (id * 10 + 1, "New".into(), true),
-                (id * 10 + 2, "Closed".into(), false),
-            ],
+            statuses: vec![(id * 10 + 1, "New".into(), true), (id * 10 + 2, "Closed".into(), false)],
             types: vec![],
             subtypes: vec![],
         }
@@ -318,10 +302,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl State {
     fn new(cfg: FakeConfig) -> Self {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}+{}:{}",
-            cfg.company_id, cfg.public_key, cfg.private_key
-        ));
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}+{}:{}", cfg.company_id, cfg.public_key, cfg.private_key));
         State {
             expected_auth: format!("Basic {token}"),
             cfg,
@@ -336,10 +317,7 @@ impl State {
                 next_ticket_id: 1000,
             }),
             log: Mutex::new(Vec::new()),
-            faults: Mutex::new(Faults {
-                rules: Vec::new(),
-                random: None,
-            }),
+            faults: Mutex::new(Faults { rules: Vec::new(), random: None }),
             inflight: Mutex::new(HashMap::new()),
             max_inflight: AtomicUsize::new(0),
             latency_nanos: AtomicU64::new(0),
@@ -357,9 +335,7 @@ pub struct FakeConnectWise {
 
 impl std::fmt::Debug for FakeConnectWise {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeConnectWise")
-            .field("site_url", &self.site_url)
-            .finish()
+        f.debug_struct("FakeConnectWise").field("site_url", &self.site_url).finish()
     }
 }
 
@@ -367,37 +343,35 @@ type Started = std::io::Result<(String, actix_web::dev::ServerHandle)>;
 
 fn spawn_server(state: Arc<State>, report: Box<dyn FnOnce(Started) + Send>) {
     let workers = state.cfg.workers.max(1);
-    let spawned = std::thread::Builder::new()
-        .name("fake-connectwise".into())
-        .spawn(move || {
-            let system = actix_web::rt::System::new();
-            system.block_on(async move {
-                let data = actix_web::web::Data::from(state.clone());
-                let bound = actix_web::HttpServer::new(move || {
-                    actix_web::App::new()
-                        .app_data(data.clone())
-                        .app_data(actix_web::web::PayloadConfig::new(16 * 1024 * 1024))
-                        .default_service(actix_web::web::to(server::handle))
-                })
-                .workers(workers)
-                .disable_signals()
-                // Abort handling (drop the handler) as soon as the client hangs up, so an
-                // abandoned request no longer counts as in flight and is recorded as 499.
-                .h1_allow_half_closed(false)
-                .shutdown_timeout(0)
-                .bind(("127.0.0.1", 0));
-                let srv = match bound {
-                    Ok(b) => b,
-                    Err(e) => return report(Err(e)),
-                };
-                let port = srv.addrs().first().map(|a| a.port()).unwrap_or(0);
-                let site = format!("http://127.0.0.1:{port}");
-                let _ = state.site_url.set(site.clone());
-                let running = srv.run();
-                report(Ok((site, running.handle())));
-                let _ = running.await;
-            });
+    let spawned = std::thread::Builder::new().name("fake-connectwise".into()).spawn(move || {
+        let system = actix_web::rt::System::new();
+        system.block_on(async move {
+            let data = actix_web::web::Data::from(state.clone());
+            let bound = actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(data.clone())
+                    .app_data(actix_web::web::PayloadConfig::new(16 * 1024 * 1024))
+                    .default_service(actix_web::web::to(server::handle))
+            })
+            .workers(workers)
+            .disable_signals()
+            // Abort handling (drop the handler) as soon as the client hangs up, so an
+            // abandoned request no longer counts as in flight and is recorded as 499.
+            .h1_allow_half_closed(false)
+            .shutdown_timeout(0)
+            .bind(("127.0.0.1", 0));
+            let srv = match bound {
+                Ok(b) => b,
+                Err(e) => return report(Err(e)),
+            };
+            let port = srv.addrs().first().map(|a| a.port()).unwrap_or(0);
+            let site = format!("http://127.0.0.1:{port}");
+            let _ = state.site_url.set(site.clone());
+            let running = srv.run();
+            report(Ok((site, running.handle())));
+            let _ = running.await;
         });
+    });
     if let Err(e) = spawned {
         panic!("fake-connectwise: cannot spawn server thread: {e}");
     }
@@ -434,11 +408,7 @@ impl FakeConnectWise {
 
     fn from_started(state: Arc<State>, started: Started) -> FakeConnectWise {
         let (site_url, handle) = started.expect("fake-connectwise: cannot bind 127.0.0.1:0");
-        FakeConnectWise {
-            state,
-            site_url,
-            handle,
-        }
+        FakeConnectWise { state, site_url, handle }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -479,10 +449,7 @@ impl FakeConnectWise {
         {
             set.remove(&a.id);
         }
-        cat.additions_by_agreement
-            .entry(a.agreement_id)
-            .or_default()
-            .insert(a.id);
+        cat.additions_by_agreement.entry(a.agreement_id).or_default().insert(a.id);
         cat.additions.insert(a.id, a);
     }
 
@@ -494,11 +461,7 @@ impl FakeConnectWise {
     /// Deletes an addition (later GETs/PATCHes answer 404). No-op when absent.
     pub fn remove_addition(&self, agreement_id: i64, addition_id: i64) {
         let mut cat = lock(&self.state.catalog);
-        if cat
-            .additions
-            .get(&addition_id)
-            .is_some_and(|a| a.agreement_id == agreement_id)
-        {
+        if cat.additions.get(&addition_id).is_some_and(|a| a.agreement_id == agreement_id) {
             cat.additions.remove(&addition_id);
             if let Some(set) = cat.additions_by_agreement.get_mut(&agreement_id) {
                 set.remove(&addition_id);
@@ -538,18 +501,12 @@ impl FakeConnectWise {
 
     /// An addition's current quantity.
     pub fn addition_quantity(&self, addition_id: i64) -> Option<i64> {
-        lock(&self.state.catalog)
-            .additions
-            .get(&addition_id)
-            .map(|a| a.quantity)
+        lock(&self.state.catalog).additions.get(&addition_id).map(|a| a.quantity)
     }
 
     /// An addition as currently stored.
     pub fn addition(&self, addition_id: i64) -> Option<FakeAddition> {
-        lock(&self.state.catalog)
-            .additions
-            .get(&addition_id)
-            .cloned()
+        lock(&self.state.catalog).additions.get(&addition_id).cloned()
     }
 
     /// Every request so far (including unauthorized and faulted ones), in completion order.
@@ -564,19 +521,12 @@ impl FakeConnectWise {
 
     /// The addition PATCHes that were applied (2xx).
     pub fn patches(&self) -> Vec<RecordedRequest> {
-        lock(&self.state.log)
-            .iter()
-            .filter(|r| is_applied_patch(r))
-            .cloned()
-            .collect()
+        lock(&self.state.log).iter().filter(|r| is_applied_patch(r)).cloned().collect()
     }
 
     /// Number of applied (2xx) addition PATCHes.
     pub fn patch_count(&self) -> usize {
-        lock(&self.state.log)
-            .iter()
-            .filter(|r| is_applied_patch(r))
-            .count()
+        lock(&self.state.log).iter().filter(|r| is_applied_patch(r)).count()
     }
 
     /// Created tickets as stored (with `id` and `initialDescription`).
@@ -617,12 +567,7 @@ impl FakeConnectWise {
     /// Enables seeded random faults on `GET`/`PATCH` of single additions (replaces any previous
     /// plan).
     pub fn set_random_faults(&self, seed: u64, plan: RandomFaults) {
-        lock(&self.state.faults).random = Some(RandomState {
-            seed,
-            plan,
-            counters: HashMap::new(),
-            consecutive: HashMap::new(),
-        });
+        lock(&self.state.faults).random = Some(RandomState { seed, plan, counters: HashMap::new(), consecutive: HashMap::new() });
     }
 }
 

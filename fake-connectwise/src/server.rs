@@ -13,20 +13,13 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde_json::{Value, json};
 
 use crate::conditions;
-use crate::{
-    Catalog, FakeAddition, FakeAgreement, FakeBoard, FakeCompany, Fault, RecordedRequest, State,
-    lock,
-};
+use crate::{Catalog, FakeAddition, FakeAgreement, FakeBoard, FakeCompany, Fault, RecordedRequest, State, lock};
 
 /// `Some(key)` when `path` is `/finance/agreements/{a}/additions/{id}`.
 pub(crate) fn addition_key(path: &str) -> Option<&str> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
-        ["finance", "agreements", a, "additions", id]
-            if a.parse::<i64>().is_ok() && id.parse::<i64>().is_ok() =>
-        {
-            Some(path)
-        }
+        ["finance", "agreements", a, "additions", id] if a.parse::<i64>().is_ok() && id.parse::<i64>().is_ok() => Some(path),
         _ => None,
     }
 }
@@ -72,10 +65,7 @@ impl InflightGuard {
             *n
         };
         state.max_inflight.fetch_max(n, Ordering::SeqCst);
-        InflightGuard {
-            state,
-            key: key.to_string(),
-        }
+        InflightGuard { state, key: key.to_string() }
     }
 }
 
@@ -92,10 +82,7 @@ impl Drop for InflightGuard {
 }
 
 fn header(req: &HttpRequest, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// The single entry point: every request goes through here.
@@ -111,20 +98,11 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
         _ => (full_path.clone(), false),
     };
     let query = req.query_string().to_string();
-    let body_json: Option<Value> = if body.is_empty() {
-        None
-    } else {
-        serde_json::from_slice(&body).ok()
-    };
+    let body_json: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
     let authorized = header(&req, "authorization").as_deref() == Some(&state.expected_auth)
         && header(&req, "clientid").as_deref() == Some(&state.cfg.client_id);
     let seq = state.request_seq.fetch_add(1, Ordering::SeqCst);
-    let port = state
-        .site_url
-        .get()
-        .and_then(|s| s.rsplit(':').next())
-        .unwrap_or("0")
-        .to_string();
+    let port = state.site_url.get().and_then(|s| s.rsplit(':').next()).unwrap_or("0").to_string();
     let request_id = format!("fake-{port}-{seq:08}");
     let recorder = Recorder {
         state: state.clone(),
@@ -143,11 +121,7 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
             content_type: header(&req, "content-type"),
         }),
     };
-    let _inflight = if in_api {
-        addition_key(&path).map(|k| InflightGuard::new(state.clone(), k))
-    } else {
-        None
-    };
+    let _inflight = if in_api { addition_key(&path).map(|k| InflightGuard::new(state.clone(), k)) } else { None };
 
     let latency = state.latency_nanos.load(Ordering::SeqCst);
     if latency > 0 {
@@ -179,11 +153,7 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
         if !in_api {
             route_outside_api(&ctx)
         } else if !authorized {
-            let msg = if header(&req, "clientid").is_none() {
-                "clientId header is required"
-            } else {
-                "Invalid credentials or clientId"
-            };
+            let msg = if header(&req, "clientid").is_none() { "clientId header is required" } else { "Invalid credentials or clientId" };
             error(401, "Unauthorized", msg)
         } else {
             route(&ctx)
@@ -191,20 +161,13 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
     });
     let headers = response.headers_mut();
     if let Ok(v) = request_id.parse() {
-        headers.insert(
-            actix_web::http::header::HeaderName::from_static("x-cw-request-id"),
-            v,
-        );
+        headers.insert(actix_web::http::header::HeaderName::from_static("x-cw-request-id"), v);
     }
     headers.insert(
         actix_web::http::header::HeaderName::from_static("api-current-version"),
         actix_web::http::header::HeaderValue::from_static("2025.8"),
     );
-    recorder.finish(if closes {
-        444
-    } else {
-        response.status().as_u16()
-    });
+    recorder.finish(if closes { 444 } else { response.status().as_u16() });
     response
 }
 
@@ -252,34 +215,19 @@ impl MessageBody for BrokenBody {
         BodySize::Stream
     }
 
-    fn poll_next(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Poll::Ready(Some(Err(std::io::Error::other(
-            "fake-connectwise: injected connection close",
-        ))))
+    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::other("fake-connectwise: injected connection close"))))
     }
 }
 
 fn fault_response(f: Fault) -> HttpResponse {
     match f {
-        Fault::Status(code) => error(
-            code,
-            status_name(code),
-            &format!("Injected fault: HTTP {code}"),
-        ),
+        Fault::Status(code) => error(code, status_name(code), &format!("Injected fault: HTTP {code}")),
         Fault::RateLimit { retry_after_secs } => status(429)
             .insert_header(("Retry-After", retry_after_secs.to_string()))
             .json(json!({"code": "TooManyRequests", "message": "Too many requests, retry later"})),
-        Fault::CloseConnection => status(200)
-            .content_type("application/json")
-            .body(BrokenBody),
-        Fault::Raw {
-            status: code,
-            headers,
-            body,
-        } => {
+        Fault::CloseConnection => status(200).content_type("application/json").body(BrokenBody),
+        Fault::Raw { status: code, headers, body } => {
             let mut b = status(code);
             b.content_type("application/json");
             for (k, v) in headers {
@@ -366,14 +314,8 @@ fn pick_fault(state: &State, method: &str, path: &str, in_api: bool) -> Option<F
         let (lo, hi) = plan.retry_after_secs;
         let (lo, hi) = (lo.min(hi), lo.max(hi));
         let span = hi - lo;
-        let secs = if span == u64::MAX {
-            xorshift(&mut x)
-        } else {
-            lo + xorshift(&mut x) % (span + 1)
-        };
-        Some(Fault::RateLimit {
-            retry_after_secs: secs,
-        })
+        let secs = if span == u64::MAX { xorshift(&mut x) } else { lo + xorshift(&mut x) % (span + 1) };
+        Some(Fault::RateLimit { retry_after_secs: secs })
     } else if roll < pslow {
         Some(Fault::Delay(plan.slow))
     } else {
@@ -411,9 +353,7 @@ struct Ctx<'a> {
 fn route_outside_api(ctx: &Ctx<'_>) -> HttpResponse {
     let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
     match (ctx.method, segs.as_slice()) {
-        ("GET", [login, info, company])
-            if login.eq_ignore_ascii_case("login") && info.eq_ignore_ascii_case("companyinfo") =>
-        {
+        ("GET", [login, info, company]) if login.eq_ignore_ascii_case("login") && info.eq_ignore_ascii_case("companyinfo") => {
             let cfg = &ctx.state.cfg;
             if company.eq_ignore_ascii_case(&cfg.company_id) {
                 status(200).json(json!({
@@ -437,14 +377,7 @@ fn route_outside_api(ctx: &Ctx<'_>) -> HttpResponse {
     }
 }
 
-const COMPANY_FIELDS: &[&str] = &[
-    "id",
-    "identifier",
-    "name",
-    "deletedflag",
-    "status/id",
-    "status/name",
-];
+const COMPANY_FIELDS: &[&str] = &["id", "identifier", "name", "deletedflag", "status/id", "status/name"];
 const AGREEMENT_FIELDS: &[&str] = &[
     "id",
     "name",
@@ -471,15 +404,7 @@ const ADDITION_FIELDS: &[&str] = &[
 ];
 const BOARD_FIELDS: &[&str] = &["id", "name", "inactiveflag"];
 const BOARD_ITEM_FIELDS: &[&str] = &["id", "name", "defaultflag"];
-const TICKET_FIELDS: &[&str] = &[
-    "id",
-    "summary",
-    "externalxref",
-    "company/id",
-    "board/id",
-    "status/id",
-    "team/id",
-];
+const TICKET_FIELDS: &[&str] = &["id", "summary", "externalxref", "company/id", "board/id", "status/id", "team/id"];
 
 fn route(ctx: &Ctx<'_>) -> HttpResponse {
     let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
@@ -515,20 +440,14 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
         ["finance", "agreements"] if m == "GET" => {
             let items: Vec<Value> = {
                 let c = cat();
-                c.agreements
-                    .values()
-                    .map(|a| agreement_json(&c, a))
-                    .collect()
+                c.agreements.values().map(|a| agreement_json(&c, a)).collect()
             };
             list(ctx, items, AGREEMENT_FIELDS)
         }
         ["finance", "agreements", "count"] if m == "GET" => {
             let items: Vec<Value> = {
                 let c = cat();
-                c.agreements
-                    .values()
-                    .map(|a| agreement_json(&c, a))
-                    .collect()
+                c.agreements.values().map(|a| agreement_json(&c, a)).collect()
             };
             count(ctx, items, AGREEMENT_FIELDS)
         }
@@ -537,11 +456,7 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
                 let c = cat();
                 match c.agreements.get(&aid) {
                     Some(a) => status(200).json(agreement_json(&c, a)),
-                    None => error(
-                        404,
-                        "NotFound",
-                        &format!("Agreement with id {aid} not found"),
-                    ),
+                    None => error(404, "NotFound", &format!("Agreement with id {aid} not found")),
                 }
             }
             None => invalid("Invalid agreement id", "id"),
@@ -555,22 +470,13 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
                 c.agreements.get(&aid).map(|_| {
                     c.additions_by_agreement
                         .get(&aid)
-                        .map(|set| {
-                            set.iter()
-                                .filter_map(|i| c.additions.get(i))
-                                .map(|a| addition_json(&c, a))
-                                .collect()
-                        })
+                        .map(|set| set.iter().filter_map(|i| c.additions.get(i)).map(|a| addition_json(&c, a)).collect())
                         .unwrap_or_default()
                 })
             };
             match items {
                 Some(items) => list(ctx, items, ADDITION_FIELDS),
-                None => error(
-                    404,
-                    "NotFound",
-                    &format!("Agreement with id {aid} not found"),
-                ),
+                None => error(404, "NotFound", &format!("Agreement with id {aid} not found")),
             }
         }
         ["finance", "agreements", aid, "additions", xid] if m == "GET" || m == "PATCH" => {
@@ -610,11 +516,7 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
                     "subtypes" => &b.subtypes,
                     _ => return None,
                 };
-                Some(
-                    v.iter()
-                        .map(|(i, n, d)| json!({"id": i, "name": n, "defaultFlag": d}))
-                        .collect(),
-                )
+                Some(v.iter().map(|(i, n, d)| json!({"id": i, "name": n, "defaultFlag": d})).collect())
             });
             match items {
                 Some(Some(items)) => list(ctx, items, BOARD_ITEM_FIELDS),
@@ -631,11 +533,7 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
             let Some(tid) = id(tid) else {
                 return invalid("Invalid ticket id", "id");
             };
-            let found = cat()
-                .tickets
-                .iter()
-                .find(|t| t["id"].as_i64() == Some(tid))
-                .map(public_ticket);
+            let found = cat().tickets.iter().find(|t| t["id"].as_i64() == Some(tid)).map(public_ticket);
             match found {
                 Some(t) => status(200).json(t),
                 None => error(404, "NotFound", &format!("Ticket with id {tid} not found")),
@@ -658,27 +556,12 @@ fn is_known_path(segs: &[&str]) -> bool {
 }
 
 fn not_found_addition(aid: i64, xid: i64) -> HttpResponse {
-    error(
-        404,
-        "NotFound",
-        &format!("AgreementAddition with id {xid} not found on agreement {aid}"),
-    )
+    error(404, "NotFound", &format!("AgreementAddition with id {xid} not found on agreement {aid}"))
 }
 
 fn requires_json(ctx: &Ctx<'_>) -> Option<HttpResponse> {
-    let ok = ctx
-        .content_type
-        .as_deref()
-        .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
-    if ok {
-        None
-    } else {
-        Some(error(
-            415,
-            "UnsupportedMediaType",
-            "Content-Type must be application/json",
-        ))
-    }
+    let ok = ctx.content_type.as_deref().is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+    if ok { None } else { Some(error(415, "UnsupportedMediaType", "Content-Type must be application/json")) }
 }
 
 fn patch_addition(ctx: &Ctx<'_>, aid: i64, xid: i64) -> HttpResponse {
@@ -686,15 +569,8 @@ fn patch_addition(ctx: &Ctx<'_>, aid: i64, xid: i64) -> HttpResponse {
         return r;
     }
     let Some(Value::Array(ops)) = ctx.body else {
-        let what = if ctx.raw_body_len == 0 {
-            "missing"
-        } else {
-            "not a JSON array"
-        };
-        return invalid(
-            &format!("PATCH body must be a JSON array of operations ({what})"),
-            "body",
-        );
+        let what = if ctx.raw_body_len == 0 { "missing" } else { "not a JSON array" };
+        return invalid(&format!("PATCH body must be a JSON array of operations ({what})"), "body");
     };
     if ops.is_empty() {
         return invalid("PATCH body must contain at least one operation", "body");
@@ -708,17 +584,10 @@ fn patch_addition(ctx: &Ctx<'_>, aid: i64, xid: i64) -> HttpResponse {
             && obj.get("op").and_then(Value::as_str) == Some("replace")
             && obj.get("path").and_then(Value::as_str) == Some("quantity");
         if !keys_ok {
-            return invalid(
-                "Only {\"op\":\"replace\",\"path\":\"quantity\",\"value\":<number>} is supported",
-                "body",
-            );
+            return invalid("Only {\"op\":\"replace\",\"path\":\"quantity\",\"value\":<number>} is supported", "body");
         }
         let q = match obj.get("value") {
-            Some(Value::Number(n)) => n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            }),
+            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
             _ => None,
         };
         match q {
@@ -771,20 +640,12 @@ fn create_ticket(ctx: &Ctx<'_>) -> HttpResponse {
     let Some(board) = ref_id(body, "board").and_then(|id| c.boards.get(&id)) else {
         return invalid("board is required and must exist", "board");
     };
-    let pick = |key: &str, items: &[(i64, String, bool)], use_default: bool| match ref_id(body, key)
-    {
+    let pick = |key: &str, items: &[(i64, String, bool)], use_default: bool| match ref_id(body, key) {
         Some(id) => match items.iter().find(|(i, _, _)| *i == id) {
             Some((i, n, _)) => Ok(json!({"id": i, "name": n})),
-            None => Err((
-                format!("{key} {id} does not belong to board {}", board.id),
-                key.to_string(),
-            )),
+            None => Err((format!("{key} {id} does not belong to board {}", board.id), key.to_string())),
         },
-        None if use_default => Ok(items
-            .iter()
-            .find(|(_, _, d)| *d)
-            .map(|(i, n, _)| json!({"id": i, "name": n}))
-            .unwrap_or(Value::Null)),
+        None if use_default => Ok(items.iter().find(|(_, _, d)| *d).map(|(i, n, _)| json!({"id": i, "name": n})).unwrap_or(Value::Null)),
         None => Ok(Value::Null),
     };
     let status_v = match pick("status", &board.statuses, true) {
@@ -873,10 +734,7 @@ fn agreement_json(cat: &Catalog, a: &FakeAgreement) -> Value {
 }
 
 fn addition_json(cat: &Catalog, a: &FakeAddition) -> Value {
-    let agreement_status = cat
-        .agreements
-        .get(&a.agreement_id)
-        .map(|g| g.status.clone());
+    let agreement_status = cat.agreements.get(&a.agreement_id).map(|g| g.status.clone());
     json!({
         "id": a.id,
         "product": {"id": a.product_id, "identifier": a.product_identifier},
@@ -909,12 +767,7 @@ struct ListQuery {
 
 /// Page, page size and conditions of a list request; `Err((message, field))` when invalid.
 fn parse_list_query(ctx: &Ctx<'_>, allowed: &[&str]) -> Result<ListQuery, (String, &'static str)> {
-    let mut q = ListQuery {
-        page: 1,
-        page_size: 25,
-        conditions: None,
-        others: Vec::new(),
-    };
+    let mut q = ListQuery { page: 1, page_size: 25, conditions: None, others: Vec::new() };
     for (k, v) in url::form_urlencoded::parse(ctx.query.as_bytes()) {
         if k.eq_ignore_ascii_case("page") {
             match v.trim().parse::<i64>() {
@@ -960,10 +813,7 @@ fn list(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
         Err((msg, field)) => return invalid(&msg, field),
     };
     let filtered: Vec<Value> = match &q.conditions {
-        Some(e) => items
-            .into_iter()
-            .filter(|i| conditions::eval(e, i))
-            .collect(),
+        Some(e) => items.into_iter().filter(|i| conditions::eval(e, i)).collect(),
         None => items,
     };
     let total = filtered.len();
@@ -991,7 +841,5 @@ fn list(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
     }
     links.push(format!("{}; rel=\"first\"", link_for(1)));
     links.push(format!("{}; rel=\"last\"", link_for(last_page)));
-    status(200)
-        .insert_header(("Link", links.join(", ")))
-        .json(Value::Array(page))
+    status(200).insert_header(("Link", links.join(", "))).json(Value::Array(page))
 }

@@ -2,10 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use fake_connectwise::{
-    FakeAddition, FakeAgreement, FakeBoard, FakeCompany, FakeConfig, FakeConnectWise, Fault,
-    FaultRule, RandomFaults,
-};
+use fake_connectwise::{FakeAddition, FakeAgreement, FakeBoard, FakeCompany, FakeConfig, FakeConnectWise, Fault, FaultRule, RandomFaults};
 use serde_json::{Value, json};
 
 struct Api {
@@ -25,10 +22,7 @@ impl Api {
         }
     }
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{}", self.base, path))
-            .header("Authorization", &self.auth)
-            .header("clientId", &self.client_id)
+        self.http.request(method, format!("{}{}", self.base, path)).header("Authorization", &self.auth).header("clientId", &self.client_id)
     }
     async fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
         let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
@@ -38,13 +32,7 @@ impl Api {
         (status, headers, body)
     }
     async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .req(method, path)
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = self.req(method, path).header("Content-Type", "application/json").body(body.to_string()).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json::<Value>().await.unwrap_or(Value::Null))
     }
@@ -52,14 +40,8 @@ impl Api {
 
 fn seed(fake: &FakeConnectWise) {
     fake.add_company(FakeCompany::new(1, "ACME", "Acme"));
-    fake.add_company(FakeCompany {
-        status: "Inactive".into(),
-        ..FakeCompany::new(2, "BETA", "Beta")
-    });
-    fake.add_company(FakeCompany {
-        deleted: true,
-        ..FakeCompany::new(3, "GONE", "Gone")
-    });
+    fake.add_company(FakeCompany { status: "Inactive".into(), ..FakeCompany::new(2, "BETA", "Beta") });
+    fake.add_company(FakeCompany { deleted: true, ..FakeCompany::new(3, "GONE", "Gone") });
     fake.add_agreement(FakeAgreement::new(10, "MSA", 1));
     fake.add_agreement(FakeAgreement::new(20, "MSA", 2));
     fake.add_addition(FakeAddition::new(100, 10, 7, 5));
@@ -67,27 +49,16 @@ fn seed(fake: &FakeConnectWise) {
 }
 
 fn link(headers: &reqwest::header::HeaderMap) -> String {
-    headers
-        .get("link")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
+    headers.get("link").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
 }
 
 #[test]
 fn starts_from_sync_code_and_stops_on_drop() {
     let fake = FakeConnectWise::start_blocking(FakeConfig::default());
     let site = fake.site_url();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let info: Value = reqwest::get(format!("{site}/login/companyinfo/msp"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: Value = reqwest::get(format!("{site}/login/companyinfo/msp")).await.unwrap().json().await.unwrap();
         assert_eq!(info["Codebase"], "v4_6_release/");
         assert_eq!(info["CompanyID"], "msp");
     });
@@ -95,18 +66,11 @@ fn starts_from_sync_code_and_stops_on_drop() {
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let r = reqwest::Client::new()
-                .get(format!("{site}/login/companyinfo/msp"))
-                .header("Connection", "close")
-                .send()
-                .await;
+            let r = reqwest::Client::new().get(format!("{site}/login/companyinfo/msp")).header("Connection", "close").send().await;
             if r.is_err() {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server still answering after drop"
-            );
+            assert!(Instant::now() < deadline, "server still answering after drop");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -175,36 +139,16 @@ async fn paging_conditions_and_link_headers() {
 
     // Conditions, URL-encoded, across pages.
     let cond = "deletedFlag=false and status/name=\"Active\"";
-    let q: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("conditions", cond)
-        .append_pair("pageSize", "20")
-        .finish();
+    let q: String =
+        url::form_urlencoded::Serializer::new(String::new()).append_pair("conditions", cond).append_pair("pageSize", "20").finish();
     let (s, h, body) = api.get(&format!("/company/companies?{q}")).await;
     assert_eq!(s, 200);
     let first = body.as_array().unwrap().clone();
     assert_eq!(first.len(), 20);
-    assert!(
-        first
-            .iter()
-            .all(|c| c["status"]["name"] == "Active" && c["deletedFlag"] == false)
-    );
-    let next = link(&h)
-        .split(", ")
-        .find(|p| p.ends_with("rel=\"next\""))
-        .map(|p| p[1..p.find('>').unwrap()].to_string())
-        .unwrap();
-    let r = api
-        .http
-        .get(&next)
-        .header("Authorization", &api.auth)
-        .header("clientId", &api.client_id)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        !link(r.headers()).contains("rel=\"next\""),
-        "last page has no next"
-    );
+    assert!(first.iter().all(|c| c["status"]["name"] == "Active" && c["deletedFlag"] == false));
+    let next = link(&h).split(", ").find(|p| p.ends_with("rel=\"next\"")).map(|p| p[1..p.find('>').unwrap()].to_string()).unwrap();
+    let r = api.http.get(&next).header("Authorization", &api.auth).header("clientId", &api.client_id).send().await.unwrap();
+    assert!(!link(r.headers()).contains("rel=\"next\""), "last page has no next");
     let second: Value = r.json().await.unwrap();
     // 30 active, 6 of them deleted (ids 10,20,…,60) → 24.
     assert_eq!(second.as_array().unwrap().len(), 4);
@@ -213,9 +157,7 @@ async fn paging_conditions_and_link_headers() {
     let (_, h, body) = api.get("/company/companies?pageSize=5000").await;
     assert_eq!(body.as_array().unwrap().len(), 60);
     assert!(link(&h).contains("pageSize=1000"));
-    let (_, _, body) = api
-        .get("/company/companies/count?conditions=deletedFlag%3Dfalse")
-        .await;
+    let (_, _, body) = api.get("/company/companies/count?conditions=deletedFlag%3Dfalse").await;
     assert_eq!(body["count"], 54);
 
     // Unknown field → 400 InvalidObject.
@@ -226,9 +168,7 @@ async fn paging_conditions_and_link_headers() {
     // Agreements by company.
     fake.add_agreement(FakeAgreement::new(10, "A", 2));
     fake.add_agreement(FakeAgreement::new(11, "B", 4));
-    let (_, _, body) = api
-        .get("/finance/agreements?conditions=company%2Fid%3D4")
-        .await;
+    let (_, _, body) = api.get("/finance/agreements?conditions=company%2Fid%3D4").await;
     let arr = body.as_array().unwrap();
     assert_eq!(arr.len(), 1);
     assert_eq!(arr[0]["id"], 11);
@@ -271,23 +211,12 @@ async fn additions_get_and_patch() {
         assert_eq!(s, 400, "{bad}");
         assert_eq!(body["code"], "InvalidObject");
     }
-    let r = api
-        .req(patch.clone(), path)
-        .body(r#"[{"op":"replace","path":"quantity","value":9}]"#)
-        .send()
-        .await
-        .unwrap();
+    let r = api.req(patch.clone(), path).body(r#"[{"op":"replace","path":"quantity","value":9}]"#).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 415, "Content-Type is required");
     assert_eq!(fake.addition_quantity(100), Some(5));
     assert_eq!(fake.patch_count(), 0);
 
-    let (s, body) = api
-        .send_json(
-            patch.clone(),
-            path,
-            &json!([{"op": "replace", "path": "quantity", "value": 42}]),
-        )
-        .await;
+    let (s, body) = api.send_json(patch.clone(), path, &json!([{"op": "replace", "path": "quantity", "value": 42}])).await;
     assert_eq!(s, 200);
     assert_eq!(body["quantity"], 42);
     assert_eq!(fake.addition_quantity(100), Some(42));
@@ -303,13 +232,7 @@ async fn additions_get_and_patch() {
     let (s, _, body) = api.get(path).await;
     assert_eq!(s, 404);
     assert_eq!(body["code"], "NotFound");
-    let (s, _) = api
-        .send_json(
-            patch,
-            path,
-            &json!([{"op": "replace", "path": "quantity", "value": 1}]),
-        )
-        .await;
+    let (s, _) = api.send_json(patch, path, &json!([{"op": "replace", "path": "quantity", "value": 1}])).await;
     assert_eq!(s, 404);
 }
 
@@ -319,15 +242,9 @@ async fn boards_and_tickets() {
     seed(&fake);
     let api = Api::new(&fake);
     let (_, _, boards) = api.get("/service/boards").await;
-    assert_eq!(
-        boards,
-        json!([{"id": 3, "name": "Billing", "inactiveFlag": false}])
-    );
+    assert_eq!(boards, json!([{"id": 3, "name": "Billing", "inactiveFlag": false}]));
     let (_, _, statuses) = api.get("/service/boards/3/statuses").await;
-    assert_eq!(
-        statuses[0],
-        json!({"id": 31, "name": "New", "defaultFlag": true})
-    );
+    assert_eq!(statuses[0], json!({"id": 31, "name": "New", "defaultFlag": true}));
     let (s, _, _) = api.get("/service/boards/3/nonsense").await;
     assert_eq!(s, 404);
 
@@ -361,9 +278,7 @@ async fn boards_and_tickets() {
         .send_json(post, "/service/tickets", &json!({"summary": "b", "company": {"id": 1}, "board": {"id": 3}, "externalXRef": "push-2"}))
         .await;
     assert_eq!(t2["id"], 1001);
-    let (_, _, found) = api
-        .get("/service/tickets?conditions=externalXRef%3D%22push-2%22")
-        .await;
+    let (_, _, found) = api.get("/service/tickets?conditions=externalXRef%3D%22push-2%22").await;
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["id"], 1001);
     assert!(found[0].get("initialDescription").is_none());
@@ -381,27 +296,16 @@ async fn fault_rules_latency_and_concurrency_tracking() {
     fake.inject(FaultRule {
         method: Some("get".into()),
         path_contains: Some("/additions/100".into()),
-        fault: Fault::RateLimit {
-            retry_after_secs: 4,
-        },
+        fault: Fault::RateLimit { retry_after_secs: 4 },
         times: 2,
     });
-    let r = api
-        .req(reqwest::Method::GET, "/finance/agreements/10/additions/100")
-        .send()
-        .await
-        .unwrap();
+    let r = api.req(reqwest::Method::GET, "/finance/agreements/10/additions/100").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 429);
     assert_eq!(r.headers()["retry-after"], "4");
     assert_eq!(api.get("/finance/agreements/10/additions/100").await.0, 429);
     assert_eq!(api.get("/finance/agreements/10/additions/100").await.0, 200);
     assert_eq!(api.get("/finance/agreements/10/additions/101").await.0, 200);
-    fake.inject(FaultRule {
-        method: None,
-        path_contains: None,
-        fault: Fault::Status(502),
-        times: usize::MAX,
-    });
+    fake.inject(FaultRule { method: None, path_contains: None, fault: Fault::Status(502), times: usize::MAX });
     assert_eq!(api.get("/system/info").await.0, 502);
     assert_eq!(api.get("/service/boards").await.0, 502);
     fake.clear_faults();
@@ -419,11 +323,7 @@ async fn fault_rules_latency_and_concurrency_tracking() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
     fake.set_latency(Duration::ZERO);
 
     // Sequential calls never overlap; two parallel calls on one addition do.
@@ -440,10 +340,7 @@ async fn fault_rules_latency_and_concurrency_tracking() {
     });
     let a = Api::new(&fake);
     let b = Api::new(&fake);
-    let (x, y) = tokio::join!(
-        a.get("/finance/agreements/10/additions/100"),
-        b.get("/finance/agreements/10/additions/100")
-    );
+    let (x, y) = tokio::join!(a.get("/finance/agreements/10/additions/100"), b.get("/finance/agreements/10/additions/100"));
     assert_eq!((x.0, y.0), (200, 200));
     assert_eq!(fake.max_concurrent_per_addition(), 2);
 }
@@ -459,11 +356,7 @@ async fn abandoned_request_leaves_flight_and_is_recorded() {
         fault: Fault::Delay(Duration::from_millis(800)),
         times: 1,
     });
-    let r = api
-        .req(reqwest::Method::GET, "/finance/agreements/10/additions/100")
-        .timeout(Duration::from_millis(100))
-        .send()
-        .await;
+    let r = api.req(reqwest::Method::GET, "/finance/agreements/10/additions/100").timeout(Duration::from_millis(100)).send().await;
     assert!(r.is_err());
     // The fake notices the hang-up, drops the handler and records 499.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -519,11 +412,7 @@ async fn random_faults_are_deterministic_per_path_and_bounded() {
 
 #[tokio::test]
 async fn many_patches_stay_fast() {
-    let fake = FakeConnectWise::start(FakeConfig {
-        workers: 4,
-        ..FakeConfig::default()
-    })
-    .await;
+    let fake = FakeConnectWise::start(FakeConfig { workers: 4, ..FakeConfig::default() }).await;
     fake.add_company(FakeCompany::new(1, "A", "A"));
     for a in 0..200 {
         fake.add_agreement(FakeAgreement::new(a, "MSA", 1));
@@ -543,13 +432,8 @@ async fn many_patches_stay_fast() {
                 let path = format!("/finance/agreements/{a}/additions/{}", a * 1000 + x);
                 let (s, _, _) = api.get(&path).await;
                 assert_eq!(s, 200);
-                let (s, _) = api
-                    .send_json(
-                        reqwest::Method::PATCH,
-                        &path,
-                        &json!([{"op": "replace", "path": "quantity", "value": n}]),
-                    )
-                    .await;
+                let (s, _) =
+                    api.send_json(reqwest::Method::PATCH, &path, &json!([{"op": "replace", "path": "quantity", "value": n}])).await;
                 assert_eq!(s, 200);
             }
         }));

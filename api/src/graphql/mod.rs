@@ -1,0 +1,42 @@
+//! The GraphQL schema (SPEC §8): merged query and mutation parts, limits, and SDL export.
+pub mod context;
+pub mod enums;
+pub mod errors;
+pub mod loaders;
+pub mod resolvers;
+pub mod scalars;
+pub mod sync;
+pub mod types;
+
+use async_graphql::{EmptySubscription, Schema};
+
+pub use context::AppCtx;
+pub use resolvers::{Mutation, Query};
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Depth limit of SPEC §8.
+pub const MAX_DEPTH: usize = 15;
+/// Complexity budget: list fields cost `first` × their selection.
+pub const MAX_COMPLEXITY: usize = 20_000;
+
+/// Build the schema. `app` is `None` only for SDL export.
+pub fn build_schema(app: Option<AppCtx>, introspection: bool) -> AppSchema {
+    let mut b = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(32)
+        .limit_directives(20);
+    if !introspection {
+        b = b.disable_introspection();
+    }
+    if let Some(app) = app {
+        b = b.data(app);
+    }
+    b.finish()
+}
+
+/// The SDL committed as `schema.graphql`.
+pub fn sdl() -> String {
+    build_schema(None, true).sdl()
+}

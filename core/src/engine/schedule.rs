@@ -1,0 +1,85 @@
+//! The monthly schedule: one `SCHEDULED` run per tenant and period, exactly once however many
+//! workers fire the cron tick (the partial unique index `uq_sync_runs_scheduled` decides, not a lock
+//! in memory), and a catch-up for ticks missed while no worker ran.
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use domain::Period;
+use serde_json::json;
+
+use super::sql::{self, AuditRow};
+use super::{EngineDeps, EngineError};
+use crate::jobs::{AggregateRunJob, Job};
+
+/// Create the scheduled run of `period` for every tenant with consumption sync enabled that has
+/// none yet, and enqueue their aggregation. Returns the ids of the runs created by this call.
+pub async fn start_scheduled_runs(deps: &EngineDeps, period: Period) -> Result<Vec<i64>, EngineError> {
+    let now = deps.clock.now();
+    let txn = sql::begin_write(&deps.db).await?;
+    // No conflict target: a tenant whose scheduled run exists (uq_sync_runs_scheduled), or that has a
+    // manual run of the period RUNNING (uq_sync_runs_running), gets nothing now; catch-up retries it.
+    let rows = sql::query(
+        &txn,
+        "INSERT INTO sync_runs (tenant_id, period, trigger, dry_run, status, requested_by, started_at) \
+         SELECT s.tenant_id, $1, 'SCHEDULED', FALSE, 'RUNNING', $2, $3 FROM cw_settings s \
+         WHERE s.consumption_sync_enabled = TRUE \
+         ON CONFLICT DO NOTHING \
+         RETURNING id, tenant_id",
+        vec![period.to_string().into(), crate::audit::SYSTEM_ACTOR.into(), now.into()],
+    )
+    .await?;
+    let mut created = Vec::with_capacity(rows.len());
+    let mut audits = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: i64 = r.try_get("", "id")?;
+        created.push(id);
+        audits.push(AuditRow {
+            tenant_id: r.try_get("", "tenant_id")?,
+            actor: crate::audit::SYSTEM_ACTOR.to_string(),
+            action: "sync_run.started",
+            entity_type: "sync_run",
+            entity_id: id.to_string(),
+            before: None,
+            after: Some(json!({"status": "RUNNING", "period": period.to_string(), "trigger": "SCHEDULED", "dryRun": false})),
+            detail: None,
+        });
+    }
+    sql::audit_many(&txn, now, audits).await?;
+    txn.commit().await?;
+    created.sort_unstable();
+    for run_id in &created {
+        deps.queue.enqueue(Job::AggregateRun(AggregateRunJob { run_id: *run_id })).await?;
+    }
+    if !created.is_empty() {
+        tracing::info!(period = %period, runs = created.len(), "scheduled sync runs started");
+    }
+    Ok(created)
+}
+
+/// This month's tick of `SYNC_CRON`: the first one at or after the start of `now`'s month.
+pub fn tick_of_month(schedule: &cron::Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let month_start = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single()?;
+    schedule.after(&(month_start - chrono::Duration::seconds(1))).next()
+}
+
+/// Start the runs a missed tick should have started: when `now` is past this month's tick, the
+/// latest closed month gets its scheduled run for every tenant still missing one (idempotent).
+pub async fn catch_up(deps: &EngineDeps, now: DateTime<Utc>) -> Result<Vec<i64>, EngineError> {
+    let schedule = crate::jobs::parse_cron(&deps.settings.sync_cron).map_err(|e| EngineError::Internal(format!("SYNC_CRON: {e}")))?;
+    match tick_of_month(&schedule, now) {
+        Some(tick) if tick <= now => start_scheduled_runs(deps, Period::latest_closed(now.date_naive())).await,
+        _ => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cron_ticks_on_the_second_at_six() {
+        let s = crate::jobs::parse_cron("0 0 6 2 * *").expect("cron");
+        let now = Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).single().expect("date");
+        assert_eq!(tick_of_month(&s, now), Utc.with_ymd_and_hms(2026, 3, 2, 6, 0, 0).single());
+        let early = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().expect("date");
+        assert!(tick_of_month(&s, early).is_some_and(|t| t > early));
+    }
+}

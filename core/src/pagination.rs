@@ -1,0 +1,46 @@
+//! Relay-style pagination: `first` (default 50, at most 100) and opaque keyset cursors.
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::ServiceError;
+
+pub const DEFAULT_PAGE: u64 = 50;
+pub const MAX_PAGE: u64 = 100;
+
+/// Validate `first`.
+pub fn page_size(first: Option<i32>) -> Result<u64, ServiceError> {
+    match first {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if n < 0 => Err(ServiceError::BadInput("`first` must not be negative".into())),
+        Some(n) if n as u64 > MAX_PAGE => Err(ServiceError::BadInput(format!("`first` must be at most {MAX_PAGE}, got {n}"))),
+        Some(n) => Ok(n as u64),
+    }
+}
+
+/// Encode a keyset position as an opaque cursor.
+pub fn encode_cursor<K: Serialize>(key: &K) -> String {
+    B64.encode(serde_json::to_vec(key).unwrap_or_default())
+}
+
+/// Decode a cursor; a malformed one is bad input (never a server error).
+pub fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Result<K, ServiceError> {
+    B64.decode(cursor)
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .ok_or_else(|| ServiceError::BadInput("`after` is not a cursor this API issued".into()))
+}
+
+/// One page: the items (each with its cursor) and whether more follow.
+pub struct Page<T> {
+    pub items: Vec<(String, T)>,
+    pub has_next_page: bool,
+}
+
+impl<T> Page<T> {
+    /// Build a page from `limit + 1` fetched rows.
+    pub fn from_rows(mut rows: Vec<T>, limit: u64, cursor_of: impl Fn(&T) -> String) -> Self {
+        let has_next_page = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        Page { items: rows.into_iter().map(|r| (cursor_of(&r), r)).collect(), has_next_page }
+    }
+}

@@ -1,0 +1,499 @@
+//! Daily consumption: atomic, set-based ingest of sample batches (`recordConsumption`), reading a
+//! customer's days back, and the preview of a month's values.
+use std::collections::{HashMap, HashSet};
+
+use chrono::{NaiveDate, Utc};
+use domain::{IntervalMethod, MonthlyValue, Period, ProductModule, SkipReason, UsageMetric, codes};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Value};
+use serde_json::json;
+
+use crate::{
+    auth::Principal,
+    engine::sql::{self, AuditRow, Col, RowSet},
+    error::{Outcome, ServiceError, ServiceResult, UserError},
+};
+
+/// Most samples in one `recordConsumption` batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Longest range `daily_consumption` answers, in days.
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+/// One sample as the integration sends it (strings are validated here, not in the resolver).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleInput {
+    pub customer_id: Option<String>,
+    pub customer_external_id: Option<String>,
+    pub product_module: ProductModule,
+    pub usage: UsageMetric,
+    pub day: String,
+    pub value: String,
+}
+
+/// What a batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecordResult {
+    /// Samples in the batch.
+    pub accepted: u64,
+    /// New days.
+    pub inserted: u64,
+    /// Days re-reported with another value (corrections, audited).
+    pub updated: u64,
+    /// Days re-reported with the same value.
+    pub unchanged: u64,
+    /// Mappings newly flagged stale because a corrected day was already pushed.
+    pub stale_mappings: u64,
+}
+
+/// How a sample names its customer.
+enum CustomerRef {
+    Id(i64),
+    External(String),
+}
+
+/// A sample that passed the checks that need no database.
+struct Checked {
+    index: usize,
+    customer: CustomerRef,
+    module: ProductModule,
+    usage: UsageMetric,
+    day: NaiveDate,
+    micros: i64,
+}
+
+fn at(index: usize, name: &str) -> [String; 3] {
+    ["samples".to_string(), index.to_string(), name.to_string()]
+}
+
+/// Record a batch of daily samples (`recordConsumption`): all or nothing.
+pub async fn record_consumption(db: &DatabaseConnection, p: &Principal, samples: Vec<SampleInput>) -> ServiceResult<Outcome<RecordResult>> {
+    if samples.len() > MAX_BATCH {
+        return Ok(Err(vec![
+            UserError::new(codes::BATCH_TOO_LARGE, format!("at most {MAX_BATCH} samples per batch, got {}", samples.len())).at(["samples"]),
+        ]));
+    }
+    if samples.is_empty() {
+        return Ok(Ok(RecordResult::default()));
+    }
+
+    // 1. Checks per sample.
+    let mut errors: Vec<Vec<UserError>> = vec![Vec::new(); samples.len()];
+    let mut checked = Vec::with_capacity(samples.len());
+    for (i, s) in samples.iter().enumerate() {
+        let micros = domain::parse_micros(&s.value)
+            .map_err(|e| {
+                errors[i].push(UserError::new(codes::INVALID_VALUE, format!("value {:?}: {e}", clip(&s.value))).at(at(i, "value")))
+            })
+            .ok();
+        let day = domain::parse_day(&s.day)
+            .map_err(|e| errors[i].push(UserError::new(codes::INVALID_DAY, format!("day {:?}: {e}", clip(&s.day))).at(at(i, "day"))))
+            .ok();
+        if !s.product_module.allows_usage(s.usage) {
+            errors[i].push(
+                UserError::new(codes::USAGE_NOT_ALLOWED, format!("{} does not report {}", s.product_module, s.usage)).at(at(i, "usage")),
+            );
+        }
+        let customer = match (s.customer_id.as_deref(), s.customer_external_id.as_deref()) {
+            (Some(id), None) => match id.trim().parse::<i64>() {
+                Ok(id) => Some(CustomerRef::Id(id)),
+                Err(_) => {
+                    errors[i].push(
+                        UserError::new(codes::UNKNOWN_CUSTOMER, format!("no customer with id {:?}", clip(id))).at(at(i, "customerId")),
+                    );
+                    None
+                }
+            },
+            (None, Some(ext)) => Some(CustomerRef::External(ext.to_string())),
+            _ => {
+                errors[i].push(
+                    UserError::new(codes::UNKNOWN_CUSTOMER, "give exactly one of customerId and customerExternalId")
+                        .at(at(i, "customerId")),
+                );
+                None
+            }
+        };
+        if let (Some(micros), Some(day), Some(customer), true) = (micros, day, customer, errors[i].is_empty()) {
+            checked.push(Checked { index: i, customer, module: s.product_module, usage: s.usage, day, micros });
+        }
+    }
+
+    // 2. Customers, all in one query.
+    let ids: Vec<i64> = checked
+        .iter()
+        .filter_map(|c| match c.customer {
+            CustomerRef::Id(id) => Some(id),
+            CustomerRef::External(_) => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let externals: Vec<String> = checked
+        .iter()
+        .filter_map(|c| match &c.customer {
+            CustomerRef::External(e) => Some(e.clone()),
+            CustomerRef::Id(_) => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let (known_ids, by_external) = resolve_customers(db, p.tenant_id, &ids, &externals).await?;
+
+    // 3. Unknown customers and duplicates (the later occurrence is the error).
+    let mut rows: Vec<(i64, &Checked)> = Vec::with_capacity(checked.len());
+    let mut seen: HashMap<(i64, ProductModule, UsageMetric, NaiveDate), usize> = HashMap::with_capacity(checked.len());
+    for c in &checked {
+        let customer_id = match &c.customer {
+            CustomerRef::Id(id) if known_ids.contains(id) => *id,
+            CustomerRef::Id(id) => {
+                errors[c.index]
+                    .push(UserError::new(codes::UNKNOWN_CUSTOMER, format!("no customer with id {id}")).at(at(c.index, "customerId")));
+                continue;
+            }
+            CustomerRef::External(e) => match by_external.get(e) {
+                Some(id) => *id,
+                None => {
+                    errors[c.index].push(
+                        UserError::new(codes::UNKNOWN_CUSTOMER, format!("no customer with external id {:?}", clip(e)))
+                            .at(at(c.index, "customerExternalId")),
+                    );
+                    continue;
+                }
+            },
+        };
+        if let Some(first) = seen.insert((customer_id, c.module, c.usage, c.day), c.index) {
+            errors[c.index].push(
+                UserError::new(codes::DUPLICATE_SAMPLE, format!("the same customer, module, usage and day as sample {first}"))
+                    .at(at(c.index, "day")),
+            );
+            continue;
+        }
+        rows.push((customer_id, c));
+    }
+    let errors: Vec<UserError> = errors.into_iter().flatten().collect();
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+
+    // 4. Write everything in one transaction.
+    let now = Utc::now();
+    let txn = sql::begin_write(db).await?;
+    let input = SampleRows::from(&rows);
+    let (inserted, corrections) =
+        if sql::is_pg(&txn) { upsert_postgres(&txn, p.tenant_id, input).await? } else { upsert_sqlite(&txn, p.tenant_id, input).await? };
+    let stale = flag_stale(&txn, p.tenant_id, &corrections, &p.actor(), now).await?;
+    let actor = p.actor();
+    let audits = corrections
+        .iter()
+        .map(|c| AuditRow {
+            tenant_id: p.tenant_id,
+            actor: actor.clone(),
+            action: "consumption.corrected",
+            entity_type: "consumption",
+            entity_id: format!("{}:{}:{}:{}", c.customer_id, c.module, c.usage, c.day),
+            before: Some(json!({"value": domain::format_micros(c.old)})),
+            after: Some(json!({"value": domain::format_micros(c.new)})),
+            detail: None,
+        })
+        .collect();
+    sql::audit_many(&txn, now, audits).await?;
+    txn.commit().await?;
+
+    let accepted = rows.len() as u64;
+    let updated = corrections.len() as u64;
+    Ok(Ok(RecordResult { accepted, inserted, updated, unchanged: accepted.saturating_sub(inserted + updated), stale_mappings: stale }))
+}
+
+fn clip(s: &str) -> String {
+    crate::engine::clip(s, 100)
+}
+
+/// Known customer ids among `ids`, and external id → id for `externals`, of the tenant.
+async fn resolve_customers(
+    db: &DatabaseConnection,
+    tenant_id: i64,
+    ids: &[i64],
+    externals: &[String],
+) -> Result<(HashSet<i64>, HashMap<String, i64>), DbErr> {
+    let mut known = HashSet::new();
+    let mut by_external = HashMap::new();
+    if ids.is_empty() && externals.is_empty() {
+        return Ok((known, by_external));
+    }
+    let rows = sql::query(
+        db,
+        &format!(
+            "SELECT id, external_id FROM customers WHERE tenant_id = $1 AND ({} OR {})",
+            sql::in_list(db, "id", 2),
+            sql::in_list(db, "external_id", 3)
+        ),
+        vec![tenant_id.into(), sql::i64_list(db, ids), sql::text_list(db, externals)],
+    )
+    .await?;
+    let wanted_ids: HashSet<i64> = ids.iter().copied().collect();
+    for r in rows {
+        let id: i64 = r.try_get("", "id")?;
+        let ext: String = r.try_get("", "external_id")?;
+        if wanted_ids.contains(&id) {
+            known.insert(id);
+        }
+        by_external.insert(ext, id);
+    }
+    Ok((known, by_external))
+}
+
+/// The batch as column vectors.
+struct SampleRows {
+    customer: Vec<i64>,
+    module: Vec<String>,
+    usage: Vec<String>,
+    day: Vec<NaiveDate>,
+    value: Vec<i64>,
+}
+
+impl SampleRows {
+    fn from(rows: &[(i64, &Checked)]) -> Self {
+        SampleRows {
+            customer: rows.iter().map(|r| r.0).collect(),
+            module: rows.iter().map(|r| r.1.module.as_str().to_string()).collect(),
+            usage: rows.iter().map(|r| r.1.usage.as_str().to_string()).collect(),
+            day: rows.iter().map(|r| r.1.day).collect(),
+            value: rows.iter().map(|r| r.1.micros).collect(),
+        }
+    }
+}
+
+/// A re-reported day whose value changed.
+struct Correction {
+    customer_id: i64,
+    module: String,
+    usage: String,
+    day: NaiveDate,
+    old: i64,
+    new: i64,
+}
+
+const UPSERT_CONFLICT: &str = "ON CONFLICT (customer_id, product_module, usage, day) DO UPDATE SET value_micros = EXCLUDED.value_micros \
+     WHERE consumption_samples.value_micros <> EXCLUDED.value_micros";
+
+/// PostgreSQL: the whole batch in one round trip. The `old` CTE reads the previous values from the
+/// statement's snapshot (before the insert), so corrections come back with their old value.
+async fn upsert_postgres<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRows) -> Result<(u64, Vec<Correction>), DbErr> {
+    let result = sql::query(
+        c,
+        &format!(
+            "WITH input AS ( \
+               SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::date[], $5::int8[]) \
+                 AS i(customer_id, product_module, usage, day, value_micros)), \
+             old AS ( \
+               SELECT s.customer_id, s.product_module, s.usage, s.day, s.value_micros FROM consumption_samples s \
+               JOIN input i ON s.customer_id = i.customer_id AND s.product_module = i.product_module \
+                           AND s.usage = i.usage AND s.day = i.day), \
+             up AS ( \
+               INSERT INTO consumption_samples (tenant_id, customer_id, product_module, usage, day, value_micros) \
+               SELECT $6, customer_id, product_module, usage, day, value_micros FROM input \
+               {UPSERT_CONFLICT} \
+               RETURNING customer_id, product_module, usage, day, value_micros) \
+             SELECT 'C' AS kind, up.customer_id, up.product_module, up.usage, up.day, old.value_micros AS old_value, \
+                    up.value_micros AS new_value, CAST(0 AS BIGINT) AS n \
+             FROM up JOIN old ON old.customer_id = up.customer_id AND old.product_module = up.product_module \
+                             AND old.usage = up.usage AND old.day = up.day \
+             UNION ALL \
+             SELECT 'N', NULL, NULL, NULL, NULL, NULL, NULL, COUNT(*) FROM up \
+             WHERE NOT EXISTS (SELECT 1 FROM old WHERE old.customer_id = up.customer_id AND old.product_module = up.product_module \
+                               AND old.usage = up.usage AND old.day = up.day)"
+        ),
+        vec![
+            Value::from(rows.customer),
+            Value::from(rows.module),
+            Value::from(rows.usage),
+            Value::from(rows.day),
+            Value::from(rows.value),
+            tenant_id.into(),
+        ],
+    )
+    .await?;
+    let mut inserted = 0;
+    let mut corrections = Vec::new();
+    for r in result {
+        if r.try_get::<String>("", "kind")? == "N" {
+            inserted = u64::try_from(r.try_get::<i64>("", "n")?).unwrap_or(0);
+        } else {
+            corrections.push(Correction {
+                customer_id: r.try_get("", "customer_id")?,
+                module: r.try_get("", "product_module")?,
+                usage: r.try_get("", "usage")?,
+                day: r.try_get("", "day")?,
+                old: r.try_get("", "old_value")?,
+                new: r.try_get("", "new_value")?,
+            });
+        }
+    }
+    Ok((inserted, corrections))
+}
+
+/// SQLite: read the old values, then upsert, in chunks that stay under the bind-parameter limit
+/// (the write lock is held since `BEGIN IMMEDIATE`, so nothing changes in between).
+async fn upsert_sqlite<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRows) -> Result<(u64, Vec<Correction>), DbErr> {
+    let keys = RowSet::new()
+        .col("customer_id", Col::I64(rows.customer.clone()))
+        .col("product_module", Col::Text(rows.module.clone()))
+        .col("usage", Col::Text(rows.usage.clone()))
+        .col("day", Col::Date(rows.day.clone()));
+    let mut old: HashMap<(i64, String, String, NaiveDate), i64> = HashMap::new();
+    for (cte, values) in keys.ctes(c.get_database_backend(), "k", 1) {
+        let found = sql::query(
+            c,
+            &format!(
+                "WITH {cte} SELECT s.customer_id, s.product_module, s.usage, s.day, s.value_micros FROM consumption_samples s \
+                 JOIN k ON s.customer_id = k.customer_id AND s.product_module = k.product_module AND s.usage = k.usage AND s.day = k.day"
+            ),
+            values,
+        )
+        .await?;
+        for r in found {
+            old.insert(
+                (r.try_get("", "customer_id")?, r.try_get("", "product_module")?, r.try_get("", "usage")?, r.try_get("", "day")?),
+                r.try_get("", "value_micros")?,
+            );
+        }
+    }
+    let mut inserted = 0;
+    let mut corrections = Vec::new();
+    for i in 0..rows.customer.len() {
+        let key = (rows.customer[i], rows.module[i].clone(), rows.usage[i].clone(), rows.day[i]);
+        match old.get(&key) {
+            None => inserted += 1,
+            Some(&before) if before != rows.value[i] => corrections.push(Correction {
+                customer_id: key.0,
+                module: key.1,
+                usage: key.2,
+                day: key.3,
+                old: before,
+                new: rows.value[i],
+            }),
+            Some(_) => {}
+        }
+    }
+    let all = RowSet::new()
+        .col("customer_id", Col::I64(rows.customer))
+        .col("product_module", Col::Text(rows.module))
+        .col("usage", Col::Text(rows.usage))
+        .col("day", Col::Date(rows.day))
+        .col("value_micros", Col::I64(rows.value));
+    sql::insert_rows(c, "consumption_samples", &all, &[("tenant_id", tenant_id.into())], UPSERT_CONFLICT).await?;
+    Ok((inserted, corrections))
+}
+
+/// Flag the mappings whose already-pushed period a correction touches (SUM mappings depend on all
+/// three Enterprise Workloads storage types). Returns how many were newly flagged.
+async fn flag_stale<C: ConnectionTrait>(
+    c: &C,
+    tenant_id: i64,
+    corrections: &[Correction],
+    actor: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let touched: HashSet<(i64, &str, &str, String)> =
+        corrections.iter().map(|c| (c.customer_id, c.module.as_str(), c.usage.as_str(), Period::of(c.day).to_string())).collect();
+    if touched.is_empty() {
+        return Ok(0);
+    }
+    let touched: Vec<_> = touched.into_iter().collect();
+    let rows = RowSet::new()
+        .col("customer_id", Col::I64(touched.iter().map(|t| t.0).collect()))
+        .col("product_module", Col::Text(touched.iter().map(|t| t.1.to_string()).collect()))
+        .col("usage", Col::Text(touched.iter().map(|t| t.2.to_string()).collect()))
+        .col("period", Col::Text(touched.iter().map(|t| t.3.clone()).collect()));
+    let ew = UsageMetric::EW_STORAGE.iter().map(|u| format!("'{}'", u.as_str())).collect::<Vec<_>>().join(", ");
+    let mut flagged = Vec::new();
+    for (cte, mut values) in rows.ctes(c.get_database_backend(), "c", 2) {
+        values.insert(0, tenant_id.into());
+        let found = sql::query(
+            c,
+            &format!(
+                "WITH {cte} \
+                 UPDATE product_mappings SET stale = TRUE \
+                 WHERE tenant_id = $1 AND stale = FALSE AND EXISTS ( \
+                   SELECT 1 FROM c JOIN pushes p ON p.period = c.period \
+                   WHERE c.customer_id = product_mappings.customer_id AND c.product_module = product_mappings.product_module \
+                     AND (c.usage = product_mappings.usage OR (product_mappings.interval_method = 'SUM' AND c.usage IN ({ew}))) \
+                     AND p.product_mapping_id = product_mappings.id AND p.status = 'SUCCEEDED' AND p.dry_run = FALSE) \
+                 RETURNING id"
+            ),
+            values,
+        )
+        .await?;
+        for r in found {
+            flagged.push(r.try_get::<i64>("", "id")?);
+        }
+    }
+    let audits = flagged
+        .iter()
+        .map(|id| AuditRow {
+            tenant_id,
+            actor: actor.to_string(),
+            action: "product_mapping.stale",
+            entity_type: "product_mapping",
+            entity_id: id.to_string(),
+            before: Some(json!({"stale": false})),
+            after: Some(json!({"stale": true})),
+            detail: Some(json!({"reason": "consumption of an already pushed period was corrected"})),
+        })
+        .collect::<Vec<_>>();
+    let n = audits.len() as u64;
+    sql::audit_many(c, now, audits).await?;
+    Ok(n)
+}
+
+/// A customer's daily values of one module and usage, `from..=to`; `None` when the customer is not
+/// the tenant's.
+pub async fn daily_consumption(
+    db: &DatabaseConnection,
+    p: &Principal,
+    customer_id: i64,
+    module: ProductModule,
+    usage: UsageMetric,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> ServiceResult<Option<Vec<(NaiveDate, i64)>>> {
+    if to < from {
+        return Err(ServiceError::BadInput("`to` must not be before `from`".into()));
+    }
+    if (to - from).num_days() > MAX_RANGE_DAYS {
+        return Err(ServiceError::BadInput(format!("at most {MAX_RANGE_DAYS} days per query")));
+    }
+    let owner =
+        sql::query(db, "SELECT id FROM customers WHERE id = $1 AND tenant_id = $2", vec![customer_id.into(), p.tenant_id.into()]).await?;
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    let rows = sql::query(
+        db,
+        "SELECT day, value_micros FROM consumption_samples \
+         WHERE customer_id = $1 AND product_module = $2 AND usage = $3 AND day >= $4 AND day <= $5 ORDER BY day",
+        vec![customer_id.into(), module.as_str().into(), usage.as_str().into(), from.into(), to.into()],
+    )
+    .await?;
+    let days = rows.iter().map(|r| Ok((r.try_get("", "day")?, r.try_get("", "value_micros")?))).collect::<Result<Vec<_>, DbErr>>()?;
+    Ok(Some(days))
+}
+
+/// One mapping's value for a month, as a run would compute it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviewRow {
+    pub product_mapping_id: i64,
+    pub customer_id: i64,
+    pub method: IntervalMethod,
+    pub result: Result<MonthlyValue, SkipReason>,
+}
+
+/// The values a run for `period` would push (`consumptionPreview`): the same snapshot and
+/// statistics SQL and the same domain rules as aggregation.
+pub async fn preview(db: &DatabaseConnection, p: &Principal, period: Period, customer_id: Option<i64>) -> ServiceResult<Vec<PreviewRow>> {
+    let filter = customer_id.map(|c| vec![c]);
+    let rows = crate::engine::aggregate::compute_snapshot(db, p.tenant_id, period, filter.as_deref()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PreviewRow { product_mapping_id: r.mapping_id, customer_id: r.customer_id, method: r.method, result: r.result })
+        .collect())
+}

@@ -1,0 +1,8 @@
+//! All integration tests compile into one binary (zero2prod style). Each test spawns its own app.
+mod auth;
+mod customers;
+mod http_errors;
+mod isolation;
+mod mappings;
+mod schema;
+mod settings;

@@ -1,0 +1,451 @@
+//! Test harness (zero2prod's `spawn_app`): every test gets its own PostgreSQL database, its own Redis
+//! key prefix, an API on port 0 and its own stateful fake ConnectWise over real HTTP. Logs only with
+//! `TEST_LOG=1`.
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use fake_connectwise::{FakeAddition, FakeAgreement, FakeBoard, FakeCompany, FakeConfig, FakeConnectWise};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use serde_json::{Value, json};
+use sync_core::{Settings, crypto::SecretBox};
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            api::telemetry::init(sync_core::config::LogFormat::Text);
+        }
+    });
+}
+
+/// A running API with its own database and fake ConnectWise.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub db: DatabaseConnection,
+    pub db_name: String,
+    pub settings: Arc<Settings>,
+    pub fake: FakeConnectWise,
+    pub http: reqwest::Client,
+    pub queue: worker::RedisQueue,
+    server: actix_web::dev::ServerHandle,
+    worker: Option<worker::WorkerHandle>,
+}
+
+/// Options of [`spawn_app_with`].
+#[derive(Default, Clone)]
+pub struct AppOptions {
+    /// Extra or overriding environment variables.
+    pub env: Vec<(String, String)>,
+    /// Run the workers in-process (for sync tests).
+    pub with_worker: bool,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+/// Create a fresh database named by a uuid and run the migrations on it.
+pub async fn fresh_database() -> (DatabaseConnection, String, String) {
+    let name = format!("csync_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sync_core::db::connect(PG_ADMIN_URL, 1).await.expect("PostgreSQL must be running on 127.0.0.1:5432");
+    admin.execute_raw(Statement::from_string(DbBackend::Postgres, format!("CREATE DATABASE {name}"))).await.expect("create database");
+    admin.close().await.ok();
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let db = sync_core::db::connect(&url, 10).await.expect("connect test database");
+    sync_core::db::migrate(&db).await.expect("migrate");
+    (db, name, url)
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    init_logs();
+    let fake = FakeConnectWise::start(FakeConfig { private_key: "Pr1v4te-K3y-Never-Shown".into(), ..FakeConfig::default() }).await;
+    let (db, db_name, url) = fresh_database().await;
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", url.as_str()),
+        ("REDIS_URL", REDIS_URL),
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("JWT_SECRET", JWT_SECRET),
+        ("CW_ALLOW_HTTP", "true"),
+        ("PUSH_BACKOFF_MIN_MS", "50"),
+        ("PUSH_BACKOFF_MAX_MS", "400"),
+        ("CW_TIMEOUT_MS", "2000"),
+        ("CW_RATE_PER_TENANT", "1000"),
+        ("RECONCILE_STALE_S", "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    vars.insert("SECRETS_KEY".into(), SecretBox::generate_key_base64());
+    vars.insert("REDIS_PREFIX".into(), format!("csync-test-{}", uuid::Uuid::new_v4().simple()));
+    vars.insert("CW_CLIENT_ID".into(), fake.config().client_id.clone());
+    for (k, v) in &opts.env {
+        vars.insert(k.clone(), v.clone());
+    }
+    let settings = Arc::new(Settings::from_vars(&vars).expect("test settings"));
+    let queue = worker::RedisQueue::connect(&settings).await.expect("Redis must be running on 127.0.0.1:6379");
+    let app = api::Application::build(settings.clone(), db.clone(), Arc::new(queue.clone())).await.expect("build app");
+    let port = app.port();
+    let server = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let worker = if opts.with_worker {
+        let secrets = api::startup::secret_box(&settings).expect("secrets");
+        let rate = Arc::new(worker::RedisRateLimiter::new(queue.connection(), &settings.redis_prefix, settings.cw_rate_per_tenant));
+        let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, api::startup::http_client(), rate);
+        Some(worker::spawn_in_process(deps, queue.clone()).await)
+    } else {
+        None
+    };
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        db,
+        db_name,
+        settings,
+        fake,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+        queue,
+        server,
+        worker,
+    }
+}
+
+/// Claims for a test token; `exp` defaults to an hour from now.
+pub fn claims(tenant: &str, roles: &[&str]) -> Value {
+    json!({"sub": format!("user-of-{tenant}"), "tenant": tenant, "roles": roles, "exp": now() + 3600, "iat": now()})
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// An HS256 token signed with the test secret.
+pub fn token(tenant: &str, roles: &[&str]) -> String {
+    sign_hs256(&claims(tenant, roles), JWT_SECRET)
+}
+
+pub fn sign_hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes())).expect("sign")
+}
+
+/// A PEM key pair generated once per test process with `openssl` (no private key is committed).
+pub struct KeyPair {
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+pub fn key_pair(kind: &str) -> &'static KeyPair {
+    static RSA: OnceLock<KeyPair> = OnceLock::new();
+    static EC: OnceLock<KeyPair> = OnceLock::new();
+    let cell = if kind == "rsa" { &RSA } else { &EC };
+    cell.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("csync-keys-{}-{}", kind, uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let private = dir.join("private.pem");
+        let public = dir.join("public.pem");
+        let gen_args: Vec<&str> = if kind == "rsa" {
+            vec!["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]
+        } else {
+            vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"]
+        };
+        let ok = std::process::Command::new("openssl").args(&gen_args).arg(&private).status().expect("openssl must be installed");
+        assert!(ok.success());
+        let ok = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .expect("openssl");
+        assert!(ok.success());
+        let kp = KeyPair {
+            private_pem: std::fs::read_to_string(&private).expect("read"),
+            public_pem: std::fs::read_to_string(&public).expect("read"),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        kp
+    })
+}
+
+impl TestApp {
+    /// POST a GraphQL request; returns (HTTP status, JSON body).
+    pub async fn gql_raw(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}/graphql", self.address)).json(&json!({"query": query, "variables": variables}));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// POST a GraphQL request that must not fail at the HTTP level; returns the body.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.gql_raw(Some(token), query, variables).await;
+        assert_eq!(status, 200, "unexpected status; body: {body}");
+        body
+    }
+
+    /// Like [`gql`] but also asserts there are no GraphQL errors; returns `data`.
+    pub async fn gql_ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Count rows of a table (for "nothing was written" assertions).
+    pub async fn count(&self, table: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT COUNT(*) AS n FROM {table}")))
+            .await
+            .expect("count")
+            .expect("row");
+        row.try_get::<i64>("", "n").expect("n")
+    }
+
+    /// Configure ConnectWise for `tenant` against this app's fake, with consumption sync on.
+    pub async fn configure_cw(&self, tenant: &str) -> Value {
+        let admin = token(tenant, &["admin"]);
+        let cfg = self.fake.config();
+        let data = self
+            .gql_ok(
+                &admin,
+                r#"mutation($i: ConnectWiseSettingsInput!) { configureConnectWise(input: $i) { settings { siteUrl codebase hasPrivateKey consumptionSyncEnabled } userErrors { code field message } } }"#,
+                json!({"i": {"siteUrl": self.fake.site_url(), "companyId": cfg.company_id, "publicKey": cfg.public_key, "privateKey": cfg.private_key,
+                    "ticketBoardId": 1, "ticketTeamId": 11, "ticketStatusId": 21, "consumptionSyncEnabled": true}}),
+            )
+            .await;
+        assert_eq!(data["configureConnectWise"]["userErrors"], json!([]), "{data}");
+        data["configureConnectWise"]["settings"].clone()
+    }
+
+    /// The tenant's row id (created on first token use).
+    pub async fn tenant_id(&self, tenant: &str) -> i64 {
+        self.gql_ok(&token(tenant, &["viewer"]), "{ me { tenantId } }", json!({})).await;
+        sync_core::service::tenants::ensure_tenant(&self.db, tenant).await.expect("tenant")
+    }
+
+    /// Fill the tenant's catalog cache directly (the worker's refresh does this in production).
+    pub async fn seed_catalog(&self, tenant: &str, c: &Catalog) {
+        let t = self.tenant_id(tenant).await;
+        let now = "now()";
+        let mut sql = Vec::new();
+        for co in &c.companies {
+            sql.push(format!(
+                "INSERT INTO cw_companies (tenant_id,id,identifier,name,status,refreshed_at) VALUES ({t},{},'{}','{}','{}',{now})",
+                co.id, co.identifier, co.name, co.status
+            ));
+        }
+        for a in &c.agreements {
+            sql.push(format!(
+                "INSERT INTO cw_agreements (tenant_id,id,company_id,name,status,cancelled_flag,next_invoice_date,refreshed_at) VALUES ({t},{},{},'{}','{}',{},'2026-12-01',{now})",
+                a.id, a.company_id, a.name, a.status, a.cancelled_flag
+            ));
+        }
+        for ad in &c.additions {
+            let cancelled = ad.cancelled_date.as_ref().map(|d| format!("'{d}'")).unwrap_or("NULL".into());
+            sql.push(format!(
+                "INSERT INTO cw_additions (tenant_id,id,agreement_id,sequence_number,product_id,product_identifier,description,quantity,cancelled_date,refreshed_at) VALUES ({t},{},{},{},{},'{}','{}','{}',{cancelled},{now})",
+                ad.id, ad.agreement_id, ad.sequence_number, ad.product_id, ad.product_identifier, ad.description, ad.quantity
+            ));
+        }
+        for s in sql {
+            self.db.execute_unprepared(&s).await.expect("seed catalog");
+        }
+    }
+
+    /// The same catalog in the fake ConnectWise (for pushes and refresh).
+    pub fn seed_fake(&self, c: &Catalog) {
+        for co in &c.companies {
+            self.fake.add_company(FakeCompany {
+                id: co.id,
+                identifier: co.identifier.clone(),
+                name: co.name.clone(),
+                status: co.status.clone(),
+                deleted: false,
+            });
+        }
+        for a in &c.agreements {
+            self.fake.add_agreement(FakeAgreement {
+                id: a.id,
+                name: a.name.clone(),
+                company_id: a.company_id,
+                status: a.status.clone(),
+                cancelled_flag: a.cancelled_flag,
+                next_invoice_date: Some("2026-12-01T00:00:00Z".into()),
+            });
+        }
+        for ad in &c.additions {
+            self.fake.add_addition(FakeAddition {
+                id: ad.id,
+                agreement_id: ad.agreement_id,
+                sequence_number: ad.sequence_number,
+                product_id: ad.product_id,
+                product_identifier: ad.product_identifier.clone(),
+                quantity: 0,
+                cancelled_date: ad.cancelled_date.clone(),
+                effective_date: Some("2026-01-01T00:00:00Z".into()),
+                description: ad.description.clone(),
+            });
+        }
+        self.fake.add_board(FakeBoard {
+            id: 1,
+            name: "Billing".into(),
+            teams: vec![(11, "Finance".into(), true)],
+            statuses: vec![(21, "New".into(), true)],
+            types: vec![(31, "Billing".into(), true)],
+            subtypes: vec![(41, "Consumption".into(), true)],
+        });
+    }
+
+    /// Create a customer with licenses via the API; returns its id.
+    pub async fn customer(&self, tenant: &str, external_id: &str, name: &str, licenses: Value) -> String {
+        let data = self
+            .gql_ok(
+                &token(tenant, &["integration"]),
+                "mutation($i: [CustomerInput!]!) { upsertCustomers(input: $i) { customers { id } userErrors { code field message } } }",
+                json!({"i": [{"externalId": external_id, "accountName": name, "licenses": licenses}]}),
+            )
+            .await;
+        assert_eq!(data["upsertCustomers"]["userErrors"], json!([]), "{data}");
+        data["upsertCustomers"]["customers"][0]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Map a customer to a company; returns the payload.
+    pub async fn map_customer(&self, tenant: &str, customer_id: &str, company: i64) -> Value {
+        self.gql_ok(
+            &token(tenant, &["operator"]),
+            "mutation($c: ID!, $co: Int!) { mapCustomer(customerId: $c, cwCompanyId: $co) { customer { id cwCompany { id } } userErrors { code field message } } }",
+            json!({"c": customer_id, "co": company}),
+        )
+        .await["mapCustomer"]
+            .clone()
+    }
+
+    /// Stop the server, the workers and drop the database.
+    pub async fn shutdown(mut self) {
+        if let Some(w) = self.worker.take() {
+            let _ = w.shutdown().await;
+        }
+        self.server.stop(false).await;
+        self.db.clone().close().await.ok();
+        if let Ok(admin) = sync_core::db::connect(PG_ADMIN_URL, 1).await {
+            let _ = admin
+                .execute_raw(Statement::from_string(DbBackend::Postgres, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)))
+                .await;
+        }
+    }
+}
+
+/// A small ConnectWise catalog.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub companies: Vec<Company>,
+    pub agreements: Vec<Agreement>,
+    pub additions: Vec<Addition>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Company {
+    pub id: i64,
+    pub identifier: String,
+    pub name: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Agreement {
+    pub id: i64,
+    pub company_id: i64,
+    pub name: String,
+    pub status: String,
+    pub cancelled_flag: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Addition {
+    pub id: i64,
+    pub agreement_id: i64,
+    pub sequence_number: i64,
+    pub product_id: i64,
+    pub product_identifier: String,
+    pub description: String,
+    pub quantity: String,
+    pub cancelled_date: Option<String>,
+}
+
+/// The standard catalog: companies 100 (Active), 101 (Active), 102 (Inactive); agreement 500 of
+/// company 100 with additions 9001..9005 (seq 1..5, products 701..705), agreement 501 of company 100
+/// Cancelled, agreement 502 of company 101; plus the rule-specific additions:
+/// 9010/9011 both seq 10 (ambiguous), 9012 seq 12 cancelled, 9013 seq 13 and 9014 seq 14 sharing product 713.
+pub fn standard_catalog() -> Catalog {
+    let co = |id: i64, name: &str, status: &str| Company { id, identifier: format!("C{id}"), name: name.into(), status: status.into() };
+    let ag = |id: i64, company_id: i64, status: &str| Agreement {
+        id,
+        company_id,
+        name: format!("Agreement {id}"),
+        status: status.into(),
+        cancelled_flag: status == "Cancelled",
+    };
+    let ad = |id: i64, agreement_id: i64, seq: i64, product: i64, cancelled: Option<&str>| Addition {
+        id,
+        agreement_id,
+        sequence_number: seq,
+        product_id: product,
+        product_identifier: format!("PROD-{product}"),
+        description: format!("Addition {id}"),
+        quantity: "0".into(),
+        cancelled_date: cancelled.map(str::to_string),
+    };
+    Catalog {
+        companies: vec![co(100, "Acme Corp", "Active"), co(101, "Beta LLC", "Active"), co(102, "Gone Inc", "Inactive")],
+        agreements: vec![ag(500, 100, "Active"), ag(501, 100, "Cancelled"), ag(502, 101, "Active")],
+        additions: vec![
+            ad(9001, 500, 1, 701, None),
+            ad(9002, 500, 2, 702, None),
+            ad(9003, 500, 3, 703, None),
+            ad(9004, 500, 4, 704, None),
+            ad(9005, 500, 5, 705, None),
+            ad(9010, 500, 10, 710, None),
+            ad(9011, 500, 10, 711, None),
+            ad(9012, 500, 12, 712, Some("2020-01-01")),
+            ad(9013, 500, 13, 713, None),
+            ad(9014, 500, 14, 713, None),
+            ad(9020, 501, 1, 720, None),
+            ad(9030, 502, 1, 730, None),
+            ad(9031, 502, 2, 731, None),
+        ],
+    }
+}
+
+/// Licenses JSON for all four modules, provisioned on 2026-01-01.
+pub fn all_licenses() -> Value {
+    json!([
+        {"productModule": "ENTERPRISE_WORKLOADS", "edition": "ENTERPRISE", "provisionedOn": "2026-01-01", "addOns": ["High Storage Tier"]},
+        {"productModule": "MICROSOFT_365", "edition": "BUSINESS", "provisionedOn": "2026-01-01"},
+        {"productModule": "ENDPOINTS", "edition": "ELITE", "provisionedOn": "2026-01-01"},
+        {"productModule": "GOOGLE_WORKSPACE", "edition": "BUSINESS", "provisionedOn": "2026-01-01"}
+    ])
+}
+
+/// A tenant ready for product mappings: ConnectWise configured (sync on), catalog cached, one
+/// customer with all licenses mapped to company 100. Returns the customer id.
+pub async fn ready_tenant(app: &TestApp, tenant: &str) -> String {
+    app.configure_cw(tenant).await;
+    let cat = standard_catalog();
+    app.seed_catalog(tenant, &cat).await;
+    let c = app.customer(tenant, "ext-1", "Customer One", all_licenses()).await;
+    let m = app.map_customer(tenant, &c, 100).await;
+    assert_eq!(m["userErrors"], json!([]), "{m}");
+    c
+}
