@@ -6,3 +6,4 @@ mod isolation;
 mod mappings;
 mod schema;
 mod settings;
+mod sync;

@@ -36,6 +36,8 @@ pub struct TestApp {
     pub fake: FakeConnectWise,
     pub http: reqwest::Client,
     pub queue: worker::RedisQueue,
+    /// The environment the app was configured with (for worker processes of the same deployment).
+    pub env: HashMap<String, String>,
     server: actix_web::dev::ServerHandle,
     worker: Option<worker::WorkerHandle>,
 }
@@ -113,8 +115,91 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         fake,
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
         queue,
+        env: vars,
         server,
         worker,
+    }
+}
+
+/// The `worker` binary of this workspace (built by `cargo test --workspace`; built here if missing).
+pub fn worker_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/integration-… → target/<profile>/worker
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    let bin = dir.join("worker");
+    if !bin.exists() {
+        let ok = std::process::Command::new(env!("CARGO")).args(["build", "-q", "-p", "worker"]).status().expect("cargo build -p worker");
+        assert!(ok.success(), "building the worker binary failed");
+    }
+    bin
+}
+
+/// A `worker` process of the app's deployment; killed on drop.
+pub struct WorkerProcess(pub std::process::Child);
+
+impl WorkerProcess {
+    /// SIGKILL: no graceful shutdown, in-flight jobs are lost.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl TestApp {
+    /// Start a separate `worker` process with the app's configuration (plus `extra`).
+    pub fn spawn_worker_process(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+        let mut cmd = std::process::Command::new(worker_binary());
+        cmd.env_clear();
+        for key in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.envs(&self.env).env("RUST_LOG", "warn");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        if std::env::var("TEST_LOG").is_err() {
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        }
+        WorkerProcess(cmd.spawn().expect("spawn worker"))
+    }
+
+    /// Poll `f` until it returns `Some`, or panic after `secs`.
+    pub async fn wait_for<T, F, Fut>(&self, secs: u64, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Wait until the run is no longer RUNNING; returns its final JSON.
+    pub async fn wait_for_run(&self, tenant: &str, run_id: &str, secs: u64) -> Value {
+        let t = token(tenant, &["viewer"]);
+        self.wait_for(secs, "the run to finish", || {
+            let t = t.clone();
+            async move {
+                let d = self
+                    .gql_ok(&t, "query($id: ID!) { syncRun(id: $id) { id status finishedAt counts { total pending running succeeded failedRetrying dead skipped cancelled } } }", json!({"id": run_id}))
+                    .await;
+                (d["syncRun"]["status"] != "RUNNING").then(|| d["syncRun"].clone())
+            }
+        })
+        .await
     }
 }
 
