@@ -4,6 +4,8 @@ mod customers;
 mod http_errors;
 mod isolation;
 mod mappings;
+mod outage;
 mod schema;
+mod security;
 mod settings;
 mod sync;
