@@ -196,6 +196,8 @@ pub struct RecordedRequest {
     pub accept: Option<String>,
     /// The `Content-Type` header sent.
     pub content_type: Option<String>,
+    /// The `Retry-After` seconds answered with a 429, if any.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// A fault to inject.
@@ -255,8 +257,10 @@ pub struct RandomFaults {
     pub retry_after_secs: (u64, u64),
     /// Delay of a slow answer.
     pub slow: Duration,
-    /// At most this many faults in a row per addition path (any method); the next request is
-    /// answered normally. `0` = no limit.
+    /// At most this many faults per addition path (GET or PATCH) until a PATCH of that addition
+    /// succeeds: once reached, that addition is answered normally until its next successful PATCH.
+    /// A push attempt being a GET then a PATCH, a push never sees more than this many failed
+    /// attempts in a row. `0` = no limit.
     pub max_consecutive_per_path: usize,
 }
 

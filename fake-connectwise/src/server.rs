@@ -104,7 +104,7 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
     let seq = state.request_seq.fetch_add(1, Ordering::SeqCst);
     let port = state.site_url.get().and_then(|s| s.rsplit(':').next()).unwrap_or("0").to_string();
     let request_id = format!("fake-{port}-{seq:08}");
-    let recorder = Recorder {
+    let mut recorder = Recorder {
         state: state.clone(),
         rec: Some(RecordedRequest {
             method: method.clone(),
@@ -119,6 +119,7 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
             request_id: request_id.clone(),
             accept: header(&req, "accept"),
             content_type: header(&req, "content-type"),
+            retry_after_secs: None,
         }),
     };
     let _inflight = if in_api { addition_key(&path).map(|k| InflightGuard::new(state.clone(), k)) } else { None };
@@ -129,6 +130,9 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
     }
 
     let fault = pick_fault(&state, &method, &path, in_api);
+    if let (Some(Fault::RateLimit { retry_after_secs }), Some(rec)) = (&fault, recorder.rec.as_mut()) {
+        rec.retry_after_secs = Some(*retry_after_secs);
+    }
     // A broken connection is recorded as 444 ("closed without response"), not as its 200 head.
     let closes = matches!(fault, Some(Fault::CloseConnection));
     let mut response = match fault {
@@ -321,22 +325,17 @@ fn pick_fault(state: &State, method: &str, path: &str, in_api: bool) -> Option<F
     } else {
         None
     };
+    // The bound is per push, not per request: a push attempt is a GET then a PATCH, so a run of
+    // faults only ends when a PATCH of that addition succeeds (a successful GET alone does not).
     let max = plan.max_consecutive_per_path;
-    let consecutive = rnd.consecutive.entry(path.to_string()).or_insert(0);
-    match fault {
-        Some(_) if max > 0 && *consecutive >= max => {
-            *consecutive = 0;
-            None
-        }
-        Some(f) => {
-            *consecutive += 1;
-            Some(f)
-        }
-        None => {
-            *consecutive = 0;
-            None
-        }
+    let faults_in_a_row = rnd.consecutive.entry(path.to_string()).or_insert(0);
+    let fault = if max > 0 && *faults_in_a_row >= max { None } else { fault };
+    match (&fault, method) {
+        (Some(_), _) => *faults_in_a_row += 1,
+        (None, "PATCH") => *faults_in_a_row = 0,
+        (None, _) => {}
     }
+    fault
 }
 
 struct Ctx<'a> {

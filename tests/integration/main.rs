@@ -5,6 +5,7 @@ mod http_errors;
 mod isolation;
 mod mappings;
 mod outage;
+mod reliability;
 mod schema;
 mod security;
 mod settings;

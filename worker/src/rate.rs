@@ -30,9 +30,14 @@ const REDIS_BUDGET: Duration = Duration::from_millis(1_000);
 const WINDOW_MS: u64 = 1_000;
 
 const SCRIPT: &str = r#"
--- KEYS[1] the tenant's window (sorted set), ARGV[1] limit, ARGV[2] window ms, ARGV[3] unique member
+-- KEYS[1] the tenant's window (sorted set), KEYS[2] the tenant's pause (ms of Redis time until
+-- which nobody may call), ARGV[1] limit, ARGV[2] window ms, ARGV[3] unique member
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then
+  return paused - now
+end
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
@@ -44,6 +49,19 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local wait = tonumber(oldest[2]) + window - now + 1
 if wait < 1 then wait = 1 end
 return wait
+"#;
+
+/// Sets a tenant's pause (a 429's `Retry-After`) on Redis's clock, never shortening a longer one.
+const PAUSE_SCRIPT: &str = r#"
+-- KEYS[1] the tenant's pause, ARGV[1] wait ms
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < now + wait then
+  redis.call('SET', KEYS[1], now + wait, 'PX', wait + 1000)
+end
+return 0
 "#;
 
 /// Per-tenant requests/second budget shared through Redis. Cheap to clone.
@@ -90,23 +108,30 @@ impl RedisRateLimiter {
         format!("{}:rate:{tenant_id}", self.prefix)
     }
 
+    /// The Redis key of a tenant's pause.
+    pub fn pause_key(&self, tenant_id: i64) -> String {
+        format!("{}:pause:{tenant_id}", self.prefix)
+    }
+
     /// One admission check: `Ok(None)` admitted, `Ok(Some(wait))` over budget.
-    async fn try_acquire(&self, key: &str) -> Result<Option<Duration>, redis::RedisError> {
+    async fn try_acquire(&self, key: &str, pause_key: &str) -> Result<Option<Duration>, redis::RedisError> {
         let member = format!("{}-{}", self.instance, self.seq.fetch_add(1, Ordering::Relaxed));
         let mut conn = self.conn.clone();
-        let wait_ms: u64 = self.script.key(key).arg(self.per_second).arg(WINDOW_MS).arg(member).invoke_async(&mut conn).await?;
+        let wait_ms: u64 =
+            self.script.key(key).key(pause_key).arg(self.per_second).arg(WINDOW_MS).arg(member).invoke_async(&mut conn).await?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
     }
 
     async fn acquire_inner(&self, tenant_id: i64) {
-        let key = self.key(tenant_id);
+        let (key, pause_key) = (self.key(tenant_id), self.pause_key(tenant_id));
         loop {
-            match tokio::time::timeout(REDIS_BUDGET, self.try_acquire(&key)).await {
+            match tokio::time::timeout(REDIS_BUDGET, self.try_acquire(&key, &pause_key)).await {
                 Ok(Ok(None)) => return,
                 Ok(Ok(Some(wait))) => {
                     // A little jitter so that waiting processes don't all ask at the same instant.
+                    // (A pause may be longer than the window: sleep it whole, then ask again.)
                     let jitter = Duration::from_millis(rand::random_range(0..20));
-                    tokio::time::sleep(wait.min(Duration::from_millis(WINDOW_MS)) + jitter).await;
+                    tokio::time::sleep(wait + jitter).await;
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(tenant_id, %error, "rate limiter: Redis failed, using the per-process limit");
@@ -124,5 +149,21 @@ impl RedisRateLimiter {
 impl TenantRateLimiter for RedisRateLimiter {
     fn acquire(&self, tenant_id: i64) -> BoxFuture<'_, ()> {
         Box::pin(self.acquire_inner(tenant_id))
+    }
+
+    fn pause(&self, tenant_id: i64, wait: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // The fallback holds it too, for the case Redis fails while the pause runs.
+            self.fallback.pause(tenant_id, wait).await;
+            let mut conn = self.conn.clone();
+            let script = redis::Script::new(PAUSE_SCRIPT);
+            let mut invocation = script.key(self.pause_key(tenant_id));
+            invocation.arg(wait.as_millis() as u64);
+            match tokio::time::timeout(REDIS_BUDGET, invocation.invoke_async::<i64>(&mut conn)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(tenant_id, %error, "rate limiter: could not record the pause in Redis"),
+                Err(_) => tracing::warn!(tenant_id, "rate limiter: Redis too slow to record the pause"),
+            }
+        })
     }
 }

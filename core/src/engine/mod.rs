@@ -101,8 +101,12 @@ impl Clock for ManualClock {
 /// Per-tenant ConnectWise request budget shared by all workers (Redis impl lives in the worker
 /// crate; [`LocalRateLimiter`] serves one process, e.g. the embedded SQLite deployment and tests).
 pub trait TenantRateLimiter: Send + Sync {
-    /// Wait until the tenant may make one more ConnectWise request.
+    /// Wait until the tenant may make one more ConnectWise request: its pause (if any) has passed
+    /// and its request budget has room. Every ConnectWise call of a push goes through here.
     fn acquire(&self, tenant_id: i64) -> BoxFuture<'_, ()>;
+    /// Hold every call of the tenant for `wait` (a 429's `Retry-After`), in every process that
+    /// shares this limiter; never shortens a longer pause.
+    fn pause(&self, tenant_id: i64, wait: Duration) -> BoxFuture<'_, ()>;
 }
 
 /// An in-process per-tenant limiter (GCRA: a token bucket of `per_second` tokens refilled evenly).
@@ -111,12 +115,19 @@ pub struct LocalRateLimiter {
     burst: u32,
     /// Theoretical arrival time of the next request, per tenant.
     tat: Mutex<HashMap<i64, Instant>>,
+    /// Until when each paused tenant must not call.
+    paused: Mutex<HashMap<i64, Instant>>,
 }
 
 impl LocalRateLimiter {
     pub fn new(per_second: u32) -> Self {
         let per_second = per_second.max(1);
-        LocalRateLimiter { interval: Duration::from_secs(1) / per_second, burst: per_second, tat: Mutex::new(HashMap::new()) }
+        LocalRateLimiter {
+            interval: Duration::from_secs(1) / per_second,
+            burst: per_second,
+            tat: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Reserve the next slot and return how long to wait for it.
@@ -132,14 +143,40 @@ impl LocalRateLimiter {
     }
 }
 
+impl LocalRateLimiter {
+    /// How long the tenant is still paused.
+    fn paused_for(&self, tenant_id: i64) -> Duration {
+        let map = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&tenant_id).map(|until| until.saturating_duration_since(Instant::now())).unwrap_or_default()
+    }
+}
+
 impl TenantRateLimiter for LocalRateLimiter {
     fn acquire(&self, tenant_id: i64) -> BoxFuture<'_, ()> {
-        let wait = self.reserve(tenant_id);
         Box::pin(async move {
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+            loop {
+                let paused = self.paused_for(tenant_id);
+                if !paused.is_zero() {
+                    tokio::time::sleep(paused).await;
+                }
+                let wait = self.reserve(tenant_id);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                // A pause set while we waited for a slot still applies.
+                if self.paused_for(tenant_id).is_zero() {
+                    return;
+                }
             }
         })
+    }
+
+    fn pause(&self, tenant_id: i64, wait: Duration) -> BoxFuture<'_, ()> {
+        let until = Instant::now() + wait;
+        let mut map = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(tenant_id).or_insert(until);
+        *entry = (*entry).max(until);
+        Box::pin(async {})
     }
 }
 
@@ -295,4 +332,19 @@ pub(crate) async fn finish_run_if_done<C: ConnectionTrait>(c: &C, run_id: i64, n
 /// Cut a message to a length that fits a log column (never splits a character).
 pub(crate) fn clip(s: &str, max: usize) -> String {
     connectwise::truncate_chars(s, max).to_string()
+}
+
+/// Compile-time check: every job body can run on a multi-threaded executor (`tokio::spawn`, apalis).
+#[cfg(test)]
+#[allow(dead_code)]
+fn job_futures_are_send(deps: &EngineDeps) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&aggregate::aggregate_run(deps, 1));
+    is_send(&push::attempt_push(deps, 1));
+    is_send(&ticket::open_ticket(deps, 1));
+    is_send(&reconcile::reconcile(deps));
+    is_send(&catalog::refresh_catalog(deps, 1, "system"));
+    is_send(&schedule::start_scheduled_runs(deps, domain::Period::latest_closed(Utc::now().date_naive())));
+    is_send(&schedule::catch_up(deps, Utc::now()));
+    is_send(&cw_client_for_tenant(deps, 1));
 }

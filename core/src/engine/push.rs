@@ -143,6 +143,7 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
     let got = client.get_addition(p.cw_agreement_id, p.cw_addition_id).await;
     match got {
         Err(e) => {
+            close_gate_on_429(deps, p.tenant_id, &e).await;
             let outcome = classify(&e, codes::ADDITION_NOT_FOUND);
             record_attempt(deps, p, STEP_GET_ADDITION, started, &CallInfo::of_error(&e), None, &outcome).await?;
             return Ok(outcome);
@@ -173,6 +174,7 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
     let started = deps.clock.now();
     let outcome = match client.patch_addition_quantity(p.cw_agreement_id, p.cw_addition_id, quantity).await {
         Err(e) => {
+            close_gate_on_429(deps, p.tenant_id, &e).await;
             let outcome = classify(&e, codes::ADDITION_NOT_FOUND);
             record_attempt(deps, p, STEP_PATCH, started, &CallInfo::of_error(&e), Some(quantity), &outcome).await?;
             outcome
@@ -202,6 +204,14 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
     Ok(outcome)
 }
 
+/// A 429 pauses the whole tenant at once, before any bookkeeping: the tenant's other pushes are
+/// waiting at the same gate and must not call until `Retry-After` has passed.
+async fn close_gate_on_429(deps: &EngineDeps, tenant_id: i64, e: &connectwise::CwError) {
+    if e.status == Some(429) {
+        deps.rate.pause(tenant_id, e.retry_after.unwrap_or(deps.settings.push_backoff_min)).await;
+    }
+}
+
 fn call_of(o: &Outcome) -> CallInfo {
     match o {
         Outcome::Succeeded(c) => c.clone(),
@@ -224,6 +234,7 @@ async fn check_company(deps: &EngineDeps, p: &push::Model, client: &CwClient) ->
             let started = deps.clock.now();
             match client.get_company(p.cw_company_id).await {
                 Err(e) => {
+                    close_gate_on_429(deps, p.tenant_id, &e).await;
                     let outcome = classify(&e, codes::COMPANY_NOT_ACTIVE);
                     record_attempt(deps, p, STEP_GET_COMPANY, started, &CallInfo::of_error(&e), None, &outcome).await?;
                     return Ok(Some(outcome));
@@ -562,7 +573,10 @@ async fn mark_dead<C: ConnectionTrait>(
     .await
 }
 
+/// Pause the tenant: at the call gate (every process, immediately: calls already claimed wait too)
+/// and in `cw_settings.paused_until` (claims wait, the dashboard shows it).
 async fn pause_tenant(deps: &EngineDeps, tenant_id: i64, now: DateTime<Utc>, wait: Duration) -> Result<(), DbErr> {
+    deps.rate.pause(tenant_id, wait).await;
     pause_tenant_in(&deps.db, tenant_id, now, wait).await
 }
 
