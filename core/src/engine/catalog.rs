@@ -56,22 +56,19 @@ async fn fetch(deps: &EngineDeps, tenant_id: i64, client: &CwClient) -> Result<F
     let companies = client.list_companies().await?;
     deps.rate.acquire(tenant_id).await;
     let agreements = client.list_agreements().await?;
-    let additions: Vec<Vec<(i64, connectwise::Addition)>> = futures::stream::iter(agreements.iter().map(|a| a.id))
-        .map(|agreement_id| async move {
-            deps.rate.acquire(tenant_id).await;
-            client.list_additions(agreement_id).await.map(|list| list.into_iter().map(|a| (agreement_id, a)).collect::<Vec<_>>())
-        })
+    // Owned inputs and named async fns (not closures over borrowed iterators) keep this future
+    // `Send`, which job runners need.
+    let agreement_ids: Vec<i64> = agreements.iter().map(|a| a.id).collect();
+    let additions: Vec<Vec<(i64, connectwise::Addition)>> = futures::stream::iter(agreement_ids)
+        .map(|agreement_id| additions_of(deps, client, tenant_id, agreement_id))
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
     deps.rate.acquire(tenant_id).await;
     let boards = client.list_boards().await?;
-    let jobs: Vec<(i64, BoardItemKind)> = boards.iter().flat_map(|b| BoardItemKind::ALL.into_iter().map(move |k| (b.id, k))).collect();
-    let items: Vec<Vec<(i64, BoardItemKind, connectwise::BoardItem)>> = futures::stream::iter(jobs)
-        .map(|(board_id, kind)| async move {
-            deps.rate.acquire(tenant_id).await;
-            client.list_board_items(board_id, kind).await.map(|list| list.into_iter().map(|i| (board_id, kind, i)).collect::<Vec<_>>())
-        })
+    let lists: Vec<(i64, BoardItemKind)> = boards.iter().flat_map(|b| BoardItemKind::ALL.map(|k| (b.id, k))).collect();
+    let items: Vec<Vec<(i64, BoardItemKind, connectwise::BoardItem)>> = futures::stream::iter(lists)
+        .map(|(board_id, kind)| board_items_of(deps, client, tenant_id, board_id, kind))
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
@@ -82,6 +79,27 @@ async fn fetch(deps: &EngineDeps, tenant_id: i64, client: &CwClient) -> Result<F
         boards,
         items: items.into_iter().flatten().collect(),
     })
+}
+
+async fn additions_of(
+    deps: &EngineDeps,
+    client: &CwClient,
+    tenant_id: i64,
+    agreement_id: i64,
+) -> Result<Vec<(i64, connectwise::Addition)>, CwError> {
+    deps.rate.acquire(tenant_id).await;
+    Ok(client.list_additions(agreement_id).await?.into_iter().map(|a| (agreement_id, a)).collect())
+}
+
+async fn board_items_of(
+    deps: &EngineDeps,
+    client: &CwClient,
+    tenant_id: i64,
+    board_id: i64,
+    kind: BoardItemKind,
+) -> Result<Vec<(i64, BoardItemKind, connectwise::BoardItem)>, CwError> {
+    deps.rate.acquire(tenant_id).await;
+    Ok(client.list_board_items(board_id, kind).await?.into_iter().map(|i| (board_id, kind, i)).collect())
 }
 
 /// Refresh the tenant's catalog cache (job `CatalogRefresh`). A retryable ConnectWise failure is
