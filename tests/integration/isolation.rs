@@ -29,12 +29,34 @@ fn id_operations() -> Vec<(&'static str, &'static str)> {
             "mutation($id: ID!) { saveProductMappings(customerId: $id, mappings: []) { productMappings { id } userErrors { code field message } } }",
         ),
         ("auditLog", r#"query($id: ID!) { auditLog(entityId: $id) { edges { node { id } } } }"#),
+        ("syncRun", "query($id: ID!) { syncRun(id: $id) { id status } }"),
+        ("push", "query($id: ID!) { push(id: $id) { id status } }"),
+        ("pushes by run", "query($id: ID!) { pushes(syncRunId: $id) { edges { node { id } } } }"),
+        ("pushes by customer", "query($id: ID!) { pushes(customerId: $id) { edges { node { id } } } }"),
+        (
+            "consumption",
+            r#"query($id: ID!) { consumption(customerId: $id, productModule: MICROSOFT_365, usage: ACTIVE_USERS, from: "2026-01-01", to: "2026-12-31") { day value } }"#,
+        ),
+        ("consumptionPreview", r#"query($id: ID!) { consumptionPreview(period: "2026-10", customerId: $id) { quantity } }"#),
+        ("retryPush", "mutation($id: ID!) { retryPush(id: $id) { push { id } userErrors { code field message } } }"),
+        (
+            "retryFailedPushes",
+            "mutation($id: ID!) { retryFailedPushes(syncRunId: $id) { pushes { id } userErrors { code field message } } }",
+        ),
+        (
+            "runMonthlySync",
+            r#"mutation($id: ID!) { runMonthlySync(period: "2026-10", dryRun: true, customerIds: [$id]) { syncRun { id } userErrors { code field message } } }"#,
+        ),
+        (
+            "recordConsumption",
+            r#"mutation($id: ID!) { recordConsumption(samples: [{customerId: $id, productModule: MICROSOFT_365, usage: ACTIVE_USERS, day: "2026-10-01", value: "1"}]) { result { accepted } userErrors { code field message } } }"#,
+        ),
     ]
 }
 
 #[tokio::test]
 async fn other_tenants_ids_look_like_missing_ids() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(AppOptions { with_worker: true, ..Default::default() }).await;
     // Tenant A with a customer and a mapping.
     let a_customer = ready_tenant(&app, "tenant-a").await;
     let m = app
@@ -45,15 +67,31 @@ async fn other_tenants_ids_look_like_missing_ids() {
         )
         .await;
     let a_mapping = m["createProductMapping"]["productMapping"]["id"].as_str().expect("mapping").to_string();
+    // A dry run of tenant A, with its push rows (the aggregation is stepped in-process).
+    let period = domain::Period::latest_closed(chrono::Utc::now().date_naive()).to_string();
+    let run = app
+        .gql_ok(
+            &token("tenant-a", &["operator"]),
+            "mutation($p: Period!) { runMonthlySync(period: $p, dryRun: true) { syncRun { id } userErrors { code } } }",
+            json!({"p": period}),
+        )
+        .await;
+    let a_run = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
+    app.wait_for_run("tenant-a", &a_run, 60).await;
+    let pushes = app
+        .gql_ok(&token("tenant-a", &["viewer"]), "query($r: ID) { pushes(syncRunId: $r) { edges { node { id } } } }", json!({"r": a_run}))
+        .await;
+    let a_push = pushes["pushes"]["edges"][0]["node"]["id"].as_str().expect("a push of tenant A").to_string();
     // Tenant B, fully set up too (so rules would otherwise pass).
     ready_tenant(&app, "tenant-b").await;
     let b = token("tenant-b", &["admin"]);
     let before = (app.count("product_mappings").await, app.count("customer_mappings").await);
     let missing = "987654321";
     for (name, q) in id_operations() {
-        for foreign in [a_customer.as_str(), a_mapping.as_str()] {
-            let got: Value = app.gql(&b, q, json!({"id": foreign})).await;
-            let expected: Value = app.gql(&b, q, json!({"id": missing})).await;
+        for foreign in [a_customer.as_str(), a_mapping.as_str(), a_run.as_str(), a_push.as_str()] {
+            // Messages may echo the id the caller sent; that reveals nothing, so it is masked.
+            let got: Value = mask_id(app.gql(&b, q, json!({"id": foreign})).await, foreign);
+            let expected: Value = mask_id(app.gql(&b, q, json!({"id": missing})).await, missing);
             assert_eq!(got, expected, "{name} with tenant A's id {foreign} must look like a missing id");
         }
     }
@@ -76,3 +114,25 @@ async fn other_tenants_ids_look_like_missing_ids() {
 }
 
 use sea_orm::ConnectionTrait;
+
+/// Replace `id` as a whole word inside every `message` string.
+fn mask_id(v: Value, id: &str) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("message", Value::String(m)) => {
+                        let masked = m.split_inclusive(|c: char| !c.is_ascii_alphanumeric()).map(|w| {
+                            let word = w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+                            if word == id { w.replacen(id, "<id>", 1) } else { w.to_string() }
+                        });
+                        (k, Value::String(masked.collect()))
+                    }
+                    (_, v) => (k, mask_id(v, id)),
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| mask_id(x, id)).collect()),
+        other => other,
+    }
+}

@@ -308,3 +308,34 @@ async fn catalog_queries_and_options() {
     assert_eq!(d["intervalOptions"], json!(["AVERAGE", "MAXIMUM", "LAST_DAY"]));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn fifty_concurrent_conflicting_mutations_one_wins() {
+    let app = spawn_app().await;
+    let c = ready_tenant(&app, "acme").await;
+    let op = token("acme", &["operator"]);
+    // 50 creates of the very same mapping.
+    let results = futures::future::join_all((0..50).map(|_| {
+        let i = input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 5);
+        let app = &app;
+        async move { create(app, "acme", i).await }
+    }))
+    .await;
+    assert_eq!(results.iter().filter(|r| r["userErrors"] == json!([])).count(), 1);
+    let id = results.iter().find(|r| r["userErrors"] == json!([])).map(|r| r["productMapping"]["id"].clone()).expect("winner");
+    // 50 updates with the same expected version, each to a different interval/addition.
+    let results = futures::future::join_all((0..50).map(|i| {
+        let vars = json!({"id": id, "v": 1, "i": input(&c, "ENDPOINTS", "ACTIVE_USERS", ["AVERAGE", "LAST_DAY"][i % 2], 500, [1, 2, 3, 4][i % 4])});
+        let (app, op) = (&app, &op);
+        async move { app.gql_ok(op, UPDATE, vars).await }
+    }))
+    .await;
+    let winners = results.iter().filter(|r| r["updateProductMapping"]["userErrors"] == json!([])).count();
+    assert_eq!(winners, 1, "{results:?}");
+    assert!(results.iter().all(|r| r["updateProductMapping"]["userErrors"] == json!([])
+        || r["updateProductMapping"]["userErrors"][0]["code"] == "VERSION_CONFLICT"));
+    let v = app.gql_ok(&op, "query($id: ID!) { productMapping(id: $id) { version } }", json!({"id": id})).await;
+    assert_eq!(v["productMapping"]["version"], 2);
+    assert_eq!(app.count("product_mappings").await, 1);
+    app.shutdown().await;
+}

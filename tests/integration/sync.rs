@@ -401,7 +401,8 @@ async fn a_worker_killed_mid_run_loses_nothing() {
 
 #[tokio::test]
 async fn a_lost_redis_queue_is_recovered_by_reconciliation() {
-    let app = spawn_app_with(AppOptions { with_worker: true, env: vec![("PUSH_CONCURRENCY".into(), "2".into())] }).await;
+    let app =
+        spawn_app_with(AppOptions { with_worker: true, env: vec![("PUSH_CONCURRENCY".into(), "2".into())], ..Default::default() }).await;
     let expected = many_mappings(&app, "acme", 6, 4).await;
     app.fake.set_latency(std::time::Duration::from_millis(150));
     let (period, _) = closed_period();
@@ -424,7 +425,8 @@ async fn a_lost_redis_queue_is_recovered_by_reconciliation() {
 
 #[tokio::test]
 async fn unmapping_during_a_run_cancels_that_mappings_pending_push() {
-    let app = spawn_app_with(AppOptions { with_worker: true, env: vec![("PUSH_CONCURRENCY".into(), "1".into())] }).await;
+    let app =
+        spawn_app_with(AppOptions { with_worker: true, env: vec![("PUSH_CONCURRENCY".into(), "1".into())], ..Default::default() }).await;
     many_mappings(&app, "acme", 3, 4).await;
     app.fake.set_latency(std::time::Duration::from_millis(300));
     let (period, _) = closed_period();
@@ -478,5 +480,45 @@ async fn two_workers_on_one_cron_tick_make_one_run_per_tenant() {
         assert_eq!(runs.len(), 1, "{tenant}: {runs:?}");
         assert_eq!(runs[0]["node"], json!({"trigger": "SCHEDULED", "period": period}));
     }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_push_make_one_attempt() {
+    let app = spawn_app_with(AppOptions { with_worker: true, ..Default::default() }).await;
+    month_of_consumption(&app, "acme").await;
+    app.fake.remove_addition(500, 9002);
+    let (period, _) = closed_period();
+    let op = token("acme", &["operator"]);
+    let run = app.gql_ok(&op, RUN, json!({"p": period})).await;
+    let run_id = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
+    app.wait_for_run("acme", &run_id, 60).await;
+    let dead = by_addition(&pushes(&app, "acme", &run_id).await)[&9002].clone();
+    assert_eq!(dead["status"], "DEAD");
+    app.seed_fake(&Catalog {
+        additions: standard_catalog().additions.into_iter().filter(|a| a.id == 9002).collect(),
+        ..Default::default()
+    });
+    let before = app.fake.requests().iter().filter(|r| r.path.ends_with("/additions/9002")).count();
+    let results =
+        futures::future::join_all((0..20).map(|_| {
+            let (app, op, id) = (&app, &op, dead["id"].clone());
+            async move {
+                app.gql_ok(op, "mutation($id: ID!) { retryPush(id: $id) { push { id } userErrors { code } } }", json!({"id": id})).await
+            }
+        }))
+        .await;
+    let winners = results.iter().filter(|r| r["retryPush"]["userErrors"] == json!([])).count();
+    assert_eq!(winners, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r["retryPush"]["userErrors"] == json!([]) || r["retryPush"]["userErrors"][0]["code"] == "PUSH_NOT_RETRYABLE")
+    );
+    app.wait_for_run("acme", &run_id, 60).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let after = app.fake.requests().iter().filter(|r| r.path.ends_with("/additions/9002")).count();
+    assert_eq!(after - before, 2, "exactly one attempt (GET + PATCH)");
+    assert_eq!(app.fake.addition_quantity(9002), Some(8));
     app.shutdown().await;
 }
