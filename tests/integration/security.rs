@@ -39,8 +39,10 @@ async fn jwt_attack_list() {
     attacks.push(("no signature", format!("{}.{}.", parts[0], parts[1])));
     attacks.push(("two parts", format!("{}.{}", parts[0], parts[1])));
     for (name, t) in attacks {
-        // An oversized header may be refused at the connection level (431 and a reset).
-        let sent = app.http.post(format!("{}/graphql", app.address)).bearer_auth(&t).json(&json!({"query": me})).send().await;
+        // An oversized header may be refused at the connection level (431 and a reset), so every
+        // attack uses a fresh client: a pooled connection the server closed must not fail the next.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        let sent = client.post(format!("{}/graphql", app.address)).bearer_auth(&t).json(&json!({"query": me})).send().await;
         let Ok(res) = sent else {
             assert!(t.len() > 64 * 1024, "{name}: connection failed for a small token");
             continue;
