@@ -192,11 +192,13 @@ async fn execute(
     let doc = match parse_query(&query) {
         Ok(d) => d,
         Err(e) => {
+            crate::metrics::record_graphql_parse_failure();
             let status =
                 if mt == MediaType::GraphqlResponse { actix_web::http::StatusCode::BAD_REQUEST } else { actix_web::http::StatusCode::OK };
             return reply(status, mt, error_body("GRAPHQL_PARSE_FAILED", &e.to_string()));
         }
     };
+    let operation_metrics = crate::metrics::GraphqlOperationMetrics::start(&doc, operation_name.as_deref());
     if is_get {
         let op_type = match &operation_name {
             Some(name) => doc.operations.iter().find(|(n, _)| n.map(|n| n.as_str()) == Some(name.as_str())).map(|(_, o)| o.node.ty),
@@ -233,6 +235,7 @@ async fn execute(
         }
     };
     let response = with_codes(response);
+    operation_metrics.finish(&response);
     // Under the new media type, a request that never executed (parse/validation/variable errors:
     // no data, no error with a path) is a 400.
     let never_executed =

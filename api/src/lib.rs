@@ -1,7 +1,13 @@
-//! The `api` process: GraphQL over HTTP on actix-web, JWT auth, health endpoints.
+//! The `api` process: GraphQL over HTTP on actix-web, JWT auth, health endpoints, `/metrics`,
+//! request ids and the operator dashboard.
 pub mod auth;
+pub mod dashboard;
+pub mod demo;
+pub mod embedded;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
+pub mod request_id;
 pub mod startup;
 pub mod telemetry;
 

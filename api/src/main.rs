@@ -1,72 +1,176 @@
-//! `api` binary. `api` serves GraphQL; `api --with-worker` also runs the workers in-process;
-//! `api export-schema [PATH]` writes the SDL (default `schema.graphql`).
-use std::{process::ExitCode, sync::Arc};
+//! `api` binary.
+//!
+//! - `api` — the GraphQL API. On PostgreSQL (production) it needs `REDIS_URL` for the job queue and
+//!   runs the workers only with `--with-worker` (otherwise in separate `worker` processes).
+//! - With neither `DATABASE_URL` nor `REDIS_URL` set — any SQLite `DATABASE_URL` — it is the embedded
+//!   default (SPEC §2 shape a): API and workers in this one process on `./data/consumption-sync.db`,
+//!   the job queue in the same database, keys generated next to it on first start, and the GraphiQL
+//!   and dashboard URLs plus a development admin token printed. A SQLite deployment with
+//!   `REDIS_URL` keeps its queue in Redis.
+//! - `api --demo` (or `api demo`) — the same, after loading the demo tenant and starting its dry run.
+//! - `api export-schema [PATH]` — write the SDL (default `schema.graphql`).
+//!
+//! Exit codes: 0 after a clean shutdown, 2 for configuration and connection problems found at start
+//! (the message says what to fix), 1 when loading the demo fails.
+use std::{process::ExitCode, sync::Arc, time::Instant};
 
-use api::{Application, startup};
+use api::{Application, demo, embedded, startup};
 use sync_core::Settings;
+use worker::WorkerQueue;
+
+const USAGE: &str = "usage: api [--with-worker] [--demo] | api demo | api export-schema [PATH]";
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    ExportSchema(String),
+    Serve { with_worker: bool, demo: bool },
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
     if args.first().map(String::as_str) == Some("export-schema") {
-        let path = args.get(1).cloned().unwrap_or_else(|| "schema.graphql".into());
-        return match std::fs::write(&path, api::graphql::sdl()) {
-            Ok(()) => {
-                println!("wrote {path}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(format!("cannot write {path}: {e}")),
+        return match args {
+            [_] => Ok(Command::ExportSchema("schema.graphql".into())),
+            [_, path] => Ok(Command::ExportSchema(path.clone())),
+            _ => Err(format!("too many arguments; {USAGE}")),
         };
     }
-    let with_worker = args.iter().any(|a| a == "--with-worker");
-    if let Some(unknown) = args.iter().find(|a| *a != "--with-worker") {
-        return fail(format!("unknown argument {unknown:?}; usage: api [--with-worker] | api export-schema [PATH]"));
+    let (mut with_worker, mut demo) = (false, false);
+    for (i, a) in args.iter().enumerate() {
+        match a.as_str() {
+            "--with-worker" => with_worker = true,
+            "--demo" => demo = true,
+            "demo" if i == 0 => demo = true,
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+        }
     }
-    let settings = match Settings::from_env() {
-        Ok(s) => Arc::new(s),
+    Ok(Command::Serve { with_worker, demo })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let started = Instant::now();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (with_worker, load_demo) = match parse_args(&args) {
+        Ok(Command::ExportSchema(path)) => {
+            return match std::fs::write(&path, api::graphql::sdl()) {
+                Ok(()) => {
+                    println!("wrote {path}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("cannot write {path}: {e}")),
+            };
+        }
+        Ok(Command::Serve { with_worker, demo }) => (with_worker, demo),
+        Err(e) => return fail(e),
+    };
+    let mut settings = match Settings::from_env() {
+        Ok(s) => s,
         Err(e) => return fail(format!("configuration: {e}")),
     };
     api::telemetry::init(settings.log_format);
+    let embedded = match embedded::prepare(&mut settings) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("embedded setup: {e}")),
+    };
     if let Err(e) = settings.require_production_secrets() {
         return fail(format!("configuration: {e}"));
     }
-    let Some(_) = settings.redis_url.as_ref() else {
-        return fail("configuration: REDIS_URL is required (the embedded SQLite queue is not available in this build)");
-    };
+    let settings = Arc::new(settings);
+    let sqlite = !settings.is_postgres();
+
+    if !sqlite && let Err(e) = check_reachable(&settings.database_url).await {
+        return fail(format!(
+            "cannot connect to the database {}: {e} (is the server running and reachable?)",
+            redact(&settings.database_url)
+        ));
+    }
     let db = match sync_core::db::connect(&settings.database_url, 20).await {
         Ok(db) => db,
-        Err(e) => return fail(format!("cannot connect to the database: {e}")),
+        Err(e) => {
+            let hint = if sqlite {
+                " (is the directory writable? add ?mode=rwc to create the file)"
+            } else {
+                " (is the server running and reachable?)"
+            };
+            return fail(format!("cannot connect to the database {}{hint}: {e}", redact(&settings.database_url)));
+        }
     };
     if let Err(e) = sync_core::db::migrate(&db).await {
         return fail(format!("migrations failed: {e}"));
     }
-    let queue = match worker::RedisQueue::connect(&settings).await {
-        Ok(q) => q,
-        Err(e) => return fail(format!("cannot connect to Redis: {e}")),
+    // Redis when configured (required on PostgreSQL); otherwise the queue lives in the SQLite file.
+    let queue: WorkerQueue = if settings.redis_url.is_some() {
+        match worker::RedisQueue::connect(&settings).await {
+            Ok(q) => q.into(),
+            Err(e) => return fail(format!("cannot connect to Redis: {e:?}")),
+        }
+    } else {
+        match worker::SqliteQueue::setup(&db).await {
+            Ok(q) => q.into(),
+            Err(e) => return fail(format!("cannot set up the SQLite job queue: {e:?}")),
+        }
+    };
+    let secrets = match startup::secret_box(&settings) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
     };
     let app = match Application::build(settings.clone(), db.clone(), Arc::new(queue.clone())).await {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
-    let workers = if with_worker {
-        let secrets = match startup::secret_box(&settings) {
-            Ok(s) => s,
-            Err(e) => return fail(e),
+
+    let demo_report = if load_demo {
+        match demo::load(&db, &queue, &settings, secrets.as_ref(), &startup::http_client()).await {
+            Ok(report) => {
+                tracing::info!(?report, "demo tenant loaded");
+                Some(report)
+            }
+            Err(e) => {
+                eprintln!("error: loading the demo failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+
+    // The embedded deployment is one process: its workers always run here.
+    let run_workers = with_worker || sqlite;
+    let workers = if run_workers {
+        // One process per SQLite queue: the in-process limiter is the whole per-tenant budget.
+        let rate: Arc<dyn sync_core::engine::TenantRateLimiter> = match &queue {
+            WorkerQueue::Redis(q) => Arc::new(worker::RedisRateLimiter::for_queue(q, settings.cw_rate_per_tenant)),
+            WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::new(settings.cw_rate_per_tenant)),
         };
-        let rate = Arc::new(worker::RedisRateLimiter::new(queue.connection(), &settings.redis_prefix, settings.cw_rate_per_tenant));
         let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, startup::http_client(), rate);
         Some(worker::spawn_in_process(deps, queue.clone()).await)
     } else {
         None
     };
-    tracing::info!(port = app.port(), with_worker, "api listening; GraphiQL at /graphql");
+
+    let address = display_address(&settings.bind_addr, app.port());
+    tracing::info!(
+        port = app.port(),
+        database = if sqlite { "sqlite" } else { "postgres" },
+        queue = queue.backend_name(),
+        workers = run_workers,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "api listening; GraphiQL at /graphql"
+    );
+    if sqlite {
+        print_banner(&settings, &embedded, &queue, &address, started);
+    }
     let handle = app.handle();
     let server = tokio::spawn(app.run_until_stopped());
+    if let Some(report) = demo_report {
+        tokio::spawn(report_demo_run(db.clone(), report, address.clone()));
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     handle.stop(true).await;
@@ -77,6 +181,139 @@ async fn main() -> ExitCode {
         tracing::warn!(error = ?e, "worker shutdown");
     }
     ExitCode::SUCCESS
+}
+
+/// `host:port` to print in URLs: the real port (for `BIND_ADDR=…:0`), a reachable host for `0.0.0.0`.
+fn display_address(bind_addr: &str, port: u16) -> String {
+    let host = bind_addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(bind_addr);
+    let host = match host {
+        "" | "0.0.0.0" => "127.0.0.1",
+        "[::]" => "[::1]",
+        h => h,
+    };
+    format!("{host}:{port}")
+}
+
+/// One TCP connect to the PostgreSQL server. When it cannot be reached at all, sqlx retries until its
+/// acquire timeout and then reports only "pool timed out"; this says why, at once.
+async fn check_reachable(database_url: &str) -> Result<(), String> {
+    let Ok(url) = reqwest::Url::parse(database_url) else { return Ok(()) };
+    // No host (a Unix socket) or several hosts: leave it to the driver.
+    let Some(host) = url.host_str().filter(|h| !h.is_empty() && !h.contains(',')) else { return Ok(()) };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port().unwrap_or(5432);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!("{host}:{port}: no answer within 5 s")),
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact(url: &str) -> String {
+    worker::error::redact_url(url)
+}
+
+/// What a newcomer needs on the console: where to click and a token to paste.
+fn print_banner(settings: &Settings, embedded: &embedded::Embedded, queue: &WorkerQueue, address: &str, started: Instant) {
+    let shape = match queue {
+        WorkerQueue::Sqlite(_) => "embedded: SQLite + in-process workers",
+        WorkerQueue::Redis(_) => "SQLite + in-process workers, job queue in Redis",
+    };
+    let mut lines = vec![
+        String::new(),
+        format!("Consumption Sync is running ({shape}), ready in {} ms", started.elapsed().as_millis()),
+        format!("  GraphiQL:   http://{address}/graphql"),
+        format!("  Dashboard:  http://{address}/dashboard"),
+    ];
+    if let Some(dir) = &embedded.data_dir {
+        let what = if matches!(queue, WorkerQueue::Sqlite(_)) { "database, job queue and keys" } else { "database and keys" };
+        lines.push(format!("  Data:       {} ({what}; keep this directory)", dir.display()));
+    }
+    for path in &embedded.generated {
+        lines.push(format!("  Generated:  {} (mode 0600; reused on the next start)", path.display()));
+    }
+    match settings.jwt.hs256_secret.as_ref().map(embedded::dev_admin_token) {
+        Some(Ok(token)) => {
+            lines.push(format!(
+                "  Dev token (tenant \"{}\", role admin, valid {} days) — header `Authorization: Bearer <token>`:",
+                embedded::DEV_TENANT,
+                embedded::DEV_TOKEN_DAYS
+            ));
+            lines.push(format!("    {token}"));
+        }
+        Some(Err(e)) => lines.push(format!("  (could not mint a development token: {e})")),
+        None => lines.push("  (JWT keys are configured externally: use a token from your identity provider)".into()),
+    }
+    lines.push(String::new());
+    println!("{}", lines.join("\n"));
+}
+
+/// Once the demo's dry run is done, print the quantities it would send.
+async fn report_demo_run(db: sea_orm::DatabaseConnection, report: demo::DemoReport, address: String) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let Some(run_id) = report.dry_run_id else { return };
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match entity::sync_run::Entity::find_by_id(run_id).one(&db).await {
+            Ok(Some(run)) if run.status != "RUNNING" => break,
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            Ok(_) => {
+                tracing::warn!(run_id, "the demo's dry run is still running; see the dashboard");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the demo's dry run");
+                return;
+            }
+        }
+    }
+    let pushes = entity::push::Entity::find()
+        .filter(entity::push::Column::SyncRunId.eq(run_id))
+        .order_by_asc(entity::push::Column::CustomerId)
+        .order_by_asc(entity::push::Column::CwAdditionId)
+        .all(&db)
+        .await
+        .unwrap_or_default();
+    let customers: std::collections::HashMap<i64, String> = entity::customer::Entity::find()
+        .filter(entity::customer::Column::TenantId.eq(report.tenant_id))
+        .all(&db)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.id, c.account_name))
+        .collect();
+    let mut lines = vec![format!(
+        "Demo: tenant \"{}\", {} customers, {} product mappings, {} daily samples; dry run {} of {} (nothing is sent):",
+        embedded::DEV_TENANT,
+        report.customers,
+        report.product_mappings,
+        report.samples,
+        run_id,
+        report.period
+    )];
+    for p in &pushes {
+        let value = p.value_micros.map(domain::format_micros).unwrap_or_else(|| "-".into());
+        lines.push(format!(
+            "  {:<24} {:<21} {:<25} {:<9} value {:>14}  quantity {:>6}{}",
+            customers.get(&p.customer_id).map(String::as_str).unwrap_or("?"),
+            p.product_module,
+            p.usage,
+            p.interval_method,
+            value,
+            p.quantity.map(|q| q.to_string()).unwrap_or_else(|| "-".into()),
+            if p.fallback { "  (last-day fallback)" } else { "" }
+        ));
+    }
+    if !report.consumption_sync_enabled {
+        lines.push(format!(
+            "The demo's ConnectWise ({}) is a placeholder, so its consumption sync is switched off again: no real or scheduled \
+             run will try to reach it. Point the settings at your ConnectWise and switch sync on to push.",
+            demo::DEMO_SITE_URL
+        ));
+    }
+    lines.push(format!("See it at http://{address}/dashboard"));
+    println!("{}", lines.join("\n"));
 }
 
 async fn shutdown_signal() {
@@ -94,4 +331,31 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_line() {
+        assert_eq!(parse_args(&args(&[])), Ok(Command::Serve { with_worker: false, demo: false }));
+        assert_eq!(parse_args(&args(&["--with-worker", "--demo"])), Ok(Command::Serve { with_worker: true, demo: true }));
+        assert_eq!(parse_args(&args(&["demo"])), Ok(Command::Serve { with_worker: false, demo: true }));
+        assert_eq!(parse_args(&args(&["export-schema"])), Ok(Command::ExportSchema("schema.graphql".into())));
+        assert_eq!(parse_args(&args(&["export-schema", "x.graphql"])), Ok(Command::ExportSchema("x.graphql".into())));
+        assert!(parse_args(&args(&["--nope"])).is_err());
+        assert!(parse_args(&args(&["--demo", "demo"])).is_err());
+    }
+
+    #[test]
+    fn printed_addresses() {
+        assert_eq!(display_address("127.0.0.1:8080", 8080), "127.0.0.1:8080");
+        assert_eq!(display_address("0.0.0.0:0", 41234), "127.0.0.1:41234");
+        assert_eq!(display_address("[::]:8080", 8080), "[::1]:8080");
+    }
 }

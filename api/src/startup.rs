@@ -10,8 +10,10 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     auth::JwtVerifier,
+    dashboard,
     graphql::{AppCtx, build_schema},
     http::{self, HttpState, MAX_BODY_BYTES},
+    metrics, request_id,
 };
 use sync_core::{Settings, crypto::SecretBox, jobs::JobQueue};
 
@@ -65,11 +67,18 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-                .wrap(tracing_actix::TracingLogger)
+                // Registered last = outermost: the request id and its span cover the metrics too.
+                .wrap(metrics::HttpMetrics)
+                .wrap(request_id::RequestLog)
                 .route("/graphql", web::post().to(http::graphql_post))
                 .route("/graphql", web::get().to(http::graphql_get))
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
+                .route("/metrics", web::get().to(metrics::metrics))
+                .route("/dashboard", web::get().to(dashboard::page))
+                .route("/dashboard/", web::get().to(dashboard::redirect_to_page))
+                .route("/dashboard/app.js", web::get().to(dashboard::script))
+                .route("/dashboard/app.css", web::get().to(dashboard::style))
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind { addr: settings.bind_addr.clone(), source })?
@@ -90,64 +99,5 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
-    }
-}
-
-/// Minimal request logging: method, path, status, latency (no headers: they carry tokens).
-mod tracing_actix {
-    use std::{
-        future::{Ready, ready},
-        time::Instant,
-    };
-
-    use actix_web::{
-        Error,
-        dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready},
-    };
-    use futures::future::LocalBoxFuture;
-
-    pub struct TracingLogger;
-
-    impl<S, B> Transform<S, ServiceRequest> for TracingLogger
-    where
-        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-        B: 'static,
-    {
-        type Response = ServiceResponse<B>;
-        type Error = Error;
-        type InitError = ();
-        type Transform = TracingLoggerMiddleware<S>;
-        type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-        fn new_transform(&self, service: S) -> Self::Future {
-            ready(Ok(TracingLoggerMiddleware { service }))
-        }
-    }
-
-    pub struct TracingLoggerMiddleware<S> {
-        service: S,
-    }
-
-    impl<S, B> Service<ServiceRequest> for TracingLoggerMiddleware<S>
-    where
-        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-        B: 'static,
-    {
-        type Response = ServiceResponse<B>;
-        type Error = Error;
-        type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-        forward_ready!(service);
-
-        fn call(&self, req: ServiceRequest) -> Self::Future {
-            let started = Instant::now();
-            let (method, path) = (req.method().to_string(), req.path().to_string());
-            let fut = self.service.call(req);
-            Box::pin(async move {
-                let res = fut.await?;
-                tracing::info!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
-                Ok(res)
-            })
-        }
     }
 }

@@ -1,8 +1,10 @@
 //! Test harness (zero2prod's `spawn_app`): every test gets its own PostgreSQL database, its own Redis
 //! key prefix, an API on port 0 and its own stateful fake ConnectWise over real HTTP. Logs only with
-//! `TEST_LOG=1`.
+//! `TEST_LOG=1`. With `AppOptions { sqlite: true, .. }` the app runs as the embedded deployment
+//! instead: a temporary SQLite file, the job queue in that same database, no Redis.
 use std::{
     collections::HashMap,
+    ops::Deref,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -35,7 +37,8 @@ pub struct TestApp {
     pub settings: Arc<Settings>,
     pub fake: FakeConnectWise,
     pub http: reqwest::Client,
-    pub queue: worker::RedisQueue,
+    /// The job queue of the deployment (Redis, or SQLite with `AppOptions::sqlite`).
+    pub queue: AppQueue,
     /// The environment the app was configured with (for worker processes of the same deployment).
     pub env: HashMap<String, String>,
     server: actix_web::dev::ServerHandle,
@@ -49,6 +52,32 @@ pub struct AppOptions {
     pub env: Vec<(String, String)>,
     /// Run the workers in-process (for sync tests).
     pub with_worker: bool,
+    /// The embedded deployment: a temporary SQLite file with the job queue in it (apalis-sqlite)
+    /// and no Redis, instead of PostgreSQL + Redis.
+    pub sqlite: bool,
+}
+
+/// The job queue a [`TestApp`] runs on (Redis, or SQLite with [`AppOptions::sqlite`]).
+#[derive(Clone, Debug)]
+pub struct AppQueue(pub worker::WorkerQueue);
+
+impl AppQueue {
+    /// The queue as the app and the workers take it.
+    pub fn worker_queue(&self) -> worker::WorkerQueue {
+        self.0.clone()
+    }
+}
+
+/// Tests written for PostgreSQL + Redis use the Redis queue directly (`app.queue.connection()`).
+impl Deref for AppQueue {
+    type Target = worker::RedisQueue;
+
+    fn deref(&self) -> &worker::RedisQueue {
+        match &self.0 {
+            worker::WorkerQueue::Redis(q) => q,
+            worker::WorkerQueue::Sqlite(_) => panic!("this test uses the Redis queue; it cannot run with AppOptions {{ sqlite: true }}"),
+        }
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -67,13 +96,22 @@ pub async fn fresh_database() -> (DatabaseConnection, String, String) {
     (db, name, url)
 }
 
+/// A fresh SQLite file in the temporary directory (the embedded deployment's database), migrated.
+/// Returns the connection, the file's path and its URL.
+pub async fn fresh_sqlite_database() -> (DatabaseConnection, String, String) {
+    let path = std::env::temp_dir().join(format!("csync_test_{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let db = sync_core::db::connect(&url, 10).await.expect("create the SQLite test database");
+    sync_core::db::migrate(&db).await.expect("migrate");
+    (db, path.display().to_string(), url)
+}
+
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     init_logs();
     let fake = FakeConnectWise::start(FakeConfig { private_key: "Pr1v4te-K3y-Never-Shown".into(), ..FakeConfig::default() }).await;
-    let (db, db_name, url) = fresh_database().await;
+    let (db, db_name, url) = if opts.sqlite { fresh_sqlite_database().await } else { fresh_database().await };
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", url.as_str()),
-        ("REDIS_URL", REDIS_URL),
         ("BIND_ADDR", "127.0.0.1:0"),
         ("JWT_SECRET", JWT_SECRET),
         ("CW_ALLOW_HTTP", "true"),
@@ -87,22 +125,35 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     vars.insert("SECRETS_KEY".into(), SecretBox::generate_key_base64());
+    if !opts.sqlite {
+        vars.insert("REDIS_URL".into(), REDIS_URL.into());
+    }
     vars.insert("REDIS_PREFIX".into(), format!("csync-test-{}", uuid::Uuid::new_v4().simple()));
     vars.insert("CW_CLIENT_ID".into(), fake.config().client_id.clone());
     for (k, v) in &opts.env {
         vars.insert(k.clone(), v.clone());
     }
     let settings = Arc::new(Settings::from_vars(&vars).expect("test settings"));
-    let queue = worker::RedisQueue::connect(&settings).await.expect("Redis must be running on 127.0.0.1:6379");
-    let app = api::Application::build(settings.clone(), db.clone(), Arc::new(queue.clone())).await.expect("build app");
+    let queue = if opts.sqlite {
+        AppQueue(worker::SqliteQueue::setup(&db).await.expect("SQLite job queue").into())
+    } else {
+        AppQueue(worker::RedisQueue::connect(&settings).await.expect("Redis must be running on 127.0.0.1:6379").into())
+    };
+    let app = api::Application::build(settings.clone(), db.clone(), Arc::new(queue.worker_queue())).await.expect("build app");
     let port = app.port();
     let server = app.handle();
     tokio::spawn(app.run_until_stopped());
     let worker = if opts.with_worker {
         let secrets = api::startup::secret_box(&settings).expect("secrets");
-        let rate = Arc::new(worker::RedisRateLimiter::new(queue.connection(), &settings.redis_prefix, settings.cw_rate_per_tenant));
-        let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, api::startup::http_client(), rate);
-        Some(worker::spawn_in_process(deps, queue.clone()).await)
+        // One process on SQLite: the in-process limiter is the whole budget.
+        let rate: Arc<dyn sync_core::engine::TenantRateLimiter> = match &queue.0 {
+            worker::WorkerQueue::Redis(q) => {
+                Arc::new(worker::RedisRateLimiter::new(q.connection(), &settings.redis_prefix, settings.cw_rate_per_tenant))
+            }
+            worker::WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::new(settings.cw_rate_per_tenant)),
+        };
+        let deps = worker::engine_deps(db.clone(), &queue.worker_queue(), settings.clone(), secrets, api::startup::http_client(), rate);
+        Some(worker::spawn_in_process(deps, queue.worker_queue()).await)
     } else {
         None
     };
@@ -287,11 +338,16 @@ impl TestApp {
         body["data"].clone()
     }
 
+    /// Whether this app runs on the embedded SQLite deployment.
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.queue.0, worker::WorkerQueue::Sqlite(_))
+    }
+
     /// Count rows of a table (for "nothing was written" assertions).
     pub async fn count(&self, table: &str) -> i64 {
         let row = self
             .db
-            .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT COUNT(*) AS n FROM {table}")))
+            .query_one_raw(Statement::from_string(self.db.get_database_backend(), format!("SELECT COUNT(*) AS n FROM {table}")))
             .await
             .expect("count")
             .expect("row");
@@ -323,7 +379,9 @@ impl TestApp {
     /// Fill the tenant's catalog cache directly (the worker's refresh does this in production).
     pub async fn seed_catalog(&self, tenant: &str, c: &Catalog) {
         let t = self.tenant_id(tenant).await;
-        let now = "now()";
+        // SQLite has no `now()`; its timestamps are RFC 3339 text, as sqlx writes them.
+        let sqlite_now = format!("'{}'", chrono::Utc::now().to_rfc3339());
+        let now = if self.is_sqlite() { sqlite_now.as_str() } else { "now()" };
         let mut sql = Vec::new();
         for co in &c.companies {
             sql.push(format!(
@@ -424,6 +482,12 @@ impl TestApp {
         }
         self.server.stop(false).await;
         self.db.clone().close().await.ok();
+        if self.is_sqlite() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.db_name));
+            }
+            return;
+        }
         if let Ok(admin) = sync_core::db::connect(PG_ADMIN_URL, 1).await {
             let _ = admin
                 .execute_raw(Statement::from_string(DbBackend::Postgres, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)))

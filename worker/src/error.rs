@@ -27,6 +27,9 @@ pub enum WorkerError {
     #[error("Redis queue operation failed")]
     Queue(#[from] apalis_redis::Error),
 
+    #[error("SQLite queue operation failed")]
+    SqliteQueue(#[from] apalis_sqlite::Error),
+
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),
 

@@ -1,5 +1,9 @@
 //! The worker process: apalis workers under a `Monitor`, plus the periodic sweeps.
 //!
+//! The same workers run on either queue backend ([`WorkerQueue`]): Redis (the `worker` binary and
+//! `api --with-worker` in production) or SQLite (the embedded default inside `api`). Handlers,
+//! retry policy, concurrency, cron and sweeps are written once; only the storages differ.
+//!
 //! | worker | queue | what |
 //! |---|---|---|
 //! | `aggregate` | `{prefix}:aggregate` | compute a run's values, create its pushes |
@@ -10,12 +14,15 @@
 //!
 //! Beside them: catch-up of a missed monthly tick once at start, reconciliation every
 //! min(30 s, `RECONCILE_STALE_S`/2), a heartbeat row in `worker_heartbeats` every 10 s, and an
-//! hourly clean-up of finished apalis tasks in Redis.
+//! hourly clean-up of finished apalis tasks (in Redis or in the SQLite `Jobs` table).
+//!
+//! On SQLite there is one process, so its cron scheduler is the only one; exactly once per
+//! (tenant, period) still comes from the database's unique index, as on Redis.
 //!
 //! Jobs carry ids only; the database rows are the truth. Business outcomes are written there by
 //! the engine, so a handler returns `Ok` for them. An `EngineError` (database or queue down) is
 //! returned as an error so that apalis tries again — a couple of times in-process with backoff,
-//! then re-scheduled by apalis-redis — until [`MAX_JOB_ATTEMPTS`]; then the handler logs and
+//! then re-scheduled by the queue backend — until [`MAX_JOB_ATTEMPTS`]; then the handler logs and
 //! gives up (apalis-redis would otherwise go on until its hard-coded 25), and reconciliation
 //! re-enqueues whatever is still due.
 use std::{future::Future, sync::Arc, time::Duration};
@@ -29,16 +36,16 @@ use apalis::{
 };
 use apalis_core::backend::ext::lifecycle::BeforeStart;
 use apalis_cron::{CronScheduler, Tick};
-use apalis_redis::RedisStorage;
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::OnConflict};
 use sync_core::jobs::{AggregateRunJob, CatalogRefreshJob, PushJob, TicketJob};
 use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
+    backend::WorkerQueue,
     engine::{self, EngineDeps, EngineError},
     error::WorkerError,
-    queue::{AGGREGATE, CATALOG, CRON, PUSH, RedisQueue, TICKET},
+    queue::{AGGREGATE, CATALOG, CRON, PUSH, TICKET},
 };
 
 /// Attempts of one job (in-process retries and apalis-redis re-schedules together) before its
@@ -156,13 +163,48 @@ fn instance_name(base: &str, kind: &str, restarts: usize) -> String {
 }
 
 /// A queue storage polled every `interval`.
-type Polled<T> = BeforeStart<PollWith<RedisStorage<T>, IntervalStrategy>, apalis_redis::Error>;
+type Polled<S> = BeforeStart<PollWith<S, Every>, <S as Backend>::Error>;
 
-/// A storage polled every `interval`, that waits a little before (re)starting after a failure so
-/// that an unreachable Redis does not make the monitor restart it in a tight loop.
-fn polled<T>(storage: RedisStorage<T>, interval: Duration, restarts: usize) -> Polled<T> {
+/// Poll every `interval`. Unlike apalis's `IntervalStrategy`, which creates its next timer when one
+/// fires but does not poll it (so no wake-up is registered), this arms the next tick at once: with
+/// `IntervalStrategy` a worker whose fetch then comes back empty could sleep until its next
+/// heartbeat (10 s) — a delayed job on the SQLite queue was taken up to 10 s late.
+pub(crate) struct Every {
+    interval: Duration,
+    tick: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Every {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Every { interval, tick: None }
+    }
+}
+
+impl std::fmt::Debug for Every {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Every").field("interval", &self.interval).finish()
+    }
+}
+
+impl PollStrategy for Every {
+    fn poll_drive(&mut self, cx: &mut std::task::Context<'_>, _: &PollSnapshot) -> std::task::Poll<Option<()>> {
+        let interval = self.interval;
+        let tick = self.tick.get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        if tick.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        tick.as_mut().reset(tokio::time::Instant::now() + interval);
+        // Registers this task's waker for the next tick.
+        let _ = tick.as_mut().poll(cx);
+        std::task::Poll::Ready(Some(()))
+    }
+}
+
+/// A storage (Redis or SQLite) polled every `interval`, that waits a little before (re)starting
+/// after a failure so that an unreachable queue does not make the monitor restart it in a tight loop.
+fn polled<S: Backend>(storage: S, interval: Duration, restarts: usize) -> Polled<S> {
     let delay = Duration::from_secs(restarts.min(30) as u64);
-    storage.poll_with_interval(interval).before_start(move |_| async move {
+    storage.poll_with_strategy(Every::new(interval)).before_start(move |_| async move {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -215,36 +257,13 @@ impl Backend for IdempotentTicks {
     }
 }
 
-/// Run every worker until `shutdown` resolves; then stop taking jobs, let in-flight ones finish
-/// (at most [`SHUTDOWN_TIMEOUT`]) and return.
-pub async fn run_workers(
-    deps: EngineDeps,
-    queue: RedisQueue,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), WorkerError> {
-    let settings = deps.settings.clone();
-    let schedule = sync_core::jobs::parse_cron(&settings.sync_cron)
-        .map_err(|source| WorkerError::Cron { expr: settings.sync_cron.clone(), source })?;
-    let deps: Deps = Arc::new(deps);
-    let base = worker_name();
-    let push_concurrency = settings.push_concurrency.max(1);
-    tracing::info!(
-        worker = %base,
-        prefix = queue.prefix(),
-        push_concurrency,
-        sync_cron = %settings.sync_cron,
-        "starting workers"
-    );
-
-    // Periodic sweeps beside the apalis workers.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut sweeps = JoinSet::new();
-    sweeps.spawn(heartbeat_loop(deps.clone(), base.clone(), stop_rx.clone()));
-    sweeps.spawn(catch_up_once(deps.clone(), stop_rx.clone()));
-    sweeps.spawn(reconcile_loop(deps.clone(), stop_rx.clone()));
-    sweeps.spawn(vacuum_loop(queue.clone(), stop_rx.clone()));
-
-    let monitor = {
+/// The monitor of every job worker on one queue backend. A macro, not a generic function: the two
+/// backends' storages are different types whose apalis bounds would have to be spelled out for
+/// every layer; the expansion is the same code — the same handlers, concurrency and retry policy —
+/// for a [`crate::RedisQueue`] and a [`crate::SqliteQueue`] (which have the same storage accessors).
+macro_rules! job_monitor {
+    ($queue:expr, $deps:expr, $base:expr, $schedule:expr, $push_concurrency:expr) => {{
+        let (queue, deps, base, schedule, push_concurrency) = ($queue, $deps, $base, $schedule, $push_concurrency);
         let (q, d, b) = (queue.clone(), deps.clone(), base.clone());
         let monitor = Monitor::new().register(move |restarts| {
             WorkerBuilder::new(instance_name(&b, AGGREGATE, restarts))
@@ -289,25 +308,78 @@ pub async fn run_workers(
                 .data(d.clone())
                 .build(catalog_job)
         });
-        let (q, d, b) = (queue.clone(), deps.clone(), base.clone());
-        monitor
-            .register(move |restarts| {
-                let ticks = IdempotentTicks { scheduler: CronScheduler::new(schedule.clone()) };
-                WorkerBuilder::new(instance_name(&b, CRON, restarts))
-                    .backend(ticks.pipe_to(polled(q.cron_storage(), SLOW_POLL, restarts)))
-                    .concurrency(1)
-                    .retry(retry_policy())
-                    .enable_tracing()
-                    .catch_panic()
-                    .data(d.clone())
-                    .build(cron_job)
-            })
-            .should_restart(|worker, error| {
-                tracing::error!(worker = worker.name(), %error, "worker stopped with an error; restarting it");
-                true
-            })
-            .shutdown_timeout(SHUTDOWN_TIMEOUT)
+        let (q, d, b, s) = (queue.clone(), deps.clone(), base.clone(), schedule.clone());
+        monitor.register(move |restarts| {
+            let ticks = IdempotentTicks { scheduler: CronScheduler::new(s.clone()) };
+            WorkerBuilder::new(instance_name(&b, CRON, restarts))
+                .backend(ticks.pipe_to(polled(q.cron_storage(), SLOW_POLL, restarts)))
+                .concurrency(1)
+                .retry(retry_policy())
+                .enable_tracing()
+                .catch_panic()
+                .data(d.clone())
+                .build(cron_job)
+        })
+    }};
+}
+
+/// Run every worker on `queue` (Redis or SQLite) until `shutdown` resolves; then stop taking jobs,
+/// let in-flight ones finish (at most [`SHUTDOWN_TIMEOUT`]) and return.
+pub async fn run_workers(
+    deps: EngineDeps,
+    queue: impl Into<WorkerQueue>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    run(deps, queue.into(), shutdown, None).await
+}
+
+/// [`run_workers`]; `caught_up` is told once the start-up catch-up has run.
+async fn run(
+    deps: EngineDeps,
+    queue: WorkerQueue,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    caught_up: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), WorkerError> {
+    let settings = deps.settings.clone();
+    let schedule = sync_core::jobs::parse_cron(&settings.sync_cron)
+        .map_err(|source| WorkerError::Cron { expr: settings.sync_cron.clone(), source })?;
+    let deps: Deps = Arc::new(deps);
+    let base = worker_name();
+    let push_concurrency = settings.push_concurrency.max(1);
+    tracing::info!(
+        worker = %base,
+        queue = queue.backend_name(),
+        queues = %queue.queue_name("*"),
+        push_concurrency,
+        sync_cron = %settings.sync_cron,
+        "starting workers"
+    );
+
+    // Periodic sweeps beside the apalis workers.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut sweeps = JoinSet::new();
+    sweeps.spawn(heartbeat_loop(deps.clone(), base.clone(), stop_rx.clone()));
+    sweeps.spawn(reconcile_loop(deps.clone(), stop_rx.clone()));
+    sweeps.spawn(vacuum_loop(queue.clone(), stop_rx.clone()));
+
+    // The missed-tick catch-up runs before any job is taken, and `spawn_in_process` returns after
+    // it: a tenant configured right after the start is never raced by it (on SQLite, where writers
+    // queue for the lock, that race was easy to lose).
+    catch_up_once(deps.clone(), stop_rx.clone()).await;
+    if let Some(caught_up) = caught_up {
+        let _ = caught_up.send(());
+    }
+
+    let monitor = match &queue {
+        WorkerQueue::Redis(q) => job_monitor!(q, &deps, &base, &schedule, push_concurrency),
+        WorkerQueue::Sqlite(q) => job_monitor!(q, &deps, &base, &schedule, push_concurrency),
     };
+    let monitor = monitor
+        .should_restart(|worker, error| {
+            tracing::error!(worker = worker.name(), %error, "worker stopped with an error; restarting it");
+            true
+        })
+        .shutdown_timeout(SHUTDOWN_TIMEOUT);
 
     let result = monitor
         .run_with_signal(async move {
@@ -320,7 +392,7 @@ pub async fn run_workers(
     match queue.release_workers(&base).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(requeued = n, "jobs cut short by the shutdown were put back on the queue"),
-        Err(error) => tracing::warn!(?error, "could not release the worker registrations in Redis"),
+        Err(error) => tracing::warn!(?error, "could not release the jobs held by this process's workers"),
     }
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(Duration::from_secs(10), async {
@@ -411,10 +483,10 @@ async fn reconcile_loop(deps: Deps, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// apalis-redis keeps the payload and metadata of every finished task; remove those older than
-/// [`FINISHED_TASK_RETENTION`] every hour (first an hour after start, so a queue that waited for
-/// workers a long time is processed before anything is cleaned up).
-async fn vacuum_loop(queue: RedisQueue, mut stop: watch::Receiver<bool>) {
+/// Both backends keep every finished task; remove those older than [`FINISHED_TASK_RETENTION`]
+/// every hour (first an hour after start, so a queue that waited for workers a long time is
+/// processed before anything is cleaned up).
+async fn vacuum_loop(queue: WorkerQueue, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + VACUUM_INTERVAL, VACUUM_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -423,8 +495,8 @@ async fn vacuum_loop(queue: RedisQueue, mut stop: watch::Receiver<bool>) {
             _ = interval.tick() => {}
         }
         match queue.vacuum(FINISHED_TASK_RETENTION).await {
-            Ok(removed) => tracing::debug!(removed, "finished apalis tasks removed from Redis"),
-            Err(error) => tracing::warn!(?error, "could not clean up finished tasks in Redis"),
+            Ok(removed) => tracing::debug!(removed, queue = queue.backend_name(), "finished apalis tasks removed"),
+            Err(error) => tracing::warn!(?error, queue = queue.backend_name(), "could not clean up finished tasks"),
         }
     }
 }
@@ -464,25 +536,31 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Run the workers in a tokio task of this process.
-pub async fn spawn_in_process(deps: EngineDeps, queue: RedisQueue) -> WorkerHandle {
+/// Run the workers (on Redis or SQLite) in a tokio task of this process. Returns once the
+/// start-up catch-up of a missed monthly tick has run (or the workers failed to start).
+pub async fn spawn_in_process(deps: EngineDeps, queue: impl Into<WorkerQueue>) -> WorkerHandle {
+    let queue: WorkerQueue = queue.into();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (caught_up, started) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let result = run_workers(deps, queue, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        })
-        .await;
+        };
+        let result = run(deps, queue, shutdown, Some(caught_up)).await;
         if let Err(error) = &result {
             tracing::error!(?error, "in-process workers failed");
         }
         result
     });
+    // An error means the workers ended before catching up; the handle reports how.
+    let _ = started.await;
     WorkerHandle { stop: Some(stop), task: Some(task) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RedisQueue;
 
     #[test]
     fn worker_names_are_unique_per_call() {

@@ -5,6 +5,7 @@ pub mod errors;
 pub mod loaders;
 pub mod resolvers;
 pub mod scalars;
+pub mod status;
 pub mod sync;
 pub mod types;
 

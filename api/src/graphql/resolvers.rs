@@ -155,7 +155,7 @@ impl CatalogQuery {
 }
 
 #[derive(MergedObject, Default)]
-pub struct Query(AccountQuery, CustomerQuery, CatalogQuery, super::sync::SyncQuery);
+pub struct Query(AccountQuery, CustomerQuery, CatalogQuery, super::sync::SyncQuery, super::status::StatusQuery);
 
 // ---------------------------------------------------------------- mutations
 

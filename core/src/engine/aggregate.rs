@@ -33,6 +33,35 @@ fn parse_enum<T: FromStr>(s: &str, what: &str) -> Result<T, DbErr> {
     T::from_str(s).map_err(|_| DbErr::Custom(format!("unexpected {what} `{s}` in the database")))
 }
 
+/// `2^50`: the factor packing a day offset and a value into one orderable integer.
+const PACK: i64 = 1 << 50;
+// Packing is exact only for values below 2^50; ingest caps them at 10^15.
+const _: () = assert!(domain::MAX_VALUE_MICROS < PACK);
+/// Per-storage-type sample counts packed into one sum (each count is at most 31 < 2^16).
+const C1: i64 = 1 << 16;
+const C2: i64 = 1 << 32;
+
+/// Statistics of one mapping: of its own usage, and (SUM) of each storage type with samples.
+struct MappingStats {
+    own: UsageMonthStats,
+    per_type: Vec<UsageMonthStats>,
+}
+
+/// `day offset × 2^50 + value` → (day, value).
+fn unpack(period: Period, packed: i64) -> (NaiveDate, i64) {
+    let day = period.first_day() + chrono::Duration::days(packed >> 50);
+    (day, packed & (PACK - 1))
+}
+
+/// The sample of the period's last day: the latest sample, when it is from that day.
+fn last_day_of(period: Period, latest: Option<(NaiveDate, i64)>) -> Option<i64> {
+    latest.filter(|(day, _)| *day == period.last_day()).map(|(_, v)| v)
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX })
+}
+
 /// `AND <customer filter>` for the snapshot queries, binding the list at `$param`.
 fn customer_filter<C: ConnectionTrait>(c: &C, customers: Option<&[i64]>, param: usize, values: &mut Vec<Value>) -> String {
     match customers {
@@ -72,93 +101,112 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
     )
     .await?;
 
-    // 2. Per (customer, module, usage) statistics over the period inside the license window, in one
-    // statement: SUM mappings need all three Enterprise Workloads storage types of their customer.
-    let ew = UsageMetric::EW_STORAGE.iter().map(|u| format!("('{}')", u.as_str())).collect::<Vec<_>>().join(", ");
+    // 2. Per-mapping statistics over the period inside the license window, in one statement shaped
+    // like the obvious hand-written query (one hash join of the month's samples with the mappings,
+    // grouped by mapping id). SUM mappings match all three Enterprise Workloads storage types and get
+    // per-type columns. "Latest day and its value" is one MAX over `day offset × 2^50 + value`
+    // (values are at most 10^15 < 2^50, validated on ingest), so no second pass over the samples.
+    let ew = UsageMetric::EW_STORAGE;
+    let ew_list = ew.iter().map(|u| format!("'{}'", u.as_str())).collect::<Vec<_>>().join(", ");
+    let offset = if sql::is_pg(c) { "(s.day - $2)".to_string() } else { "(CAST(substr(s.day, 9, 2) AS INTEGER) - 1)".to_string() };
+    let packed = format!("({offset} * {PACK} + s.value_micros)");
+    let per_type = ew
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("MAX(CASE WHEN s.usage = '{u}' THEN {packed} END) AS latest_{i}", u = u.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut values: Vec<Value> = vec![tenant_id.into(), period.first_day().into(), period.last_day().into()];
     let filter = customer_filter(c, customers, 4, &mut values);
+    if sql::is_pg(c) {
+        // The grouping holds one small state per mapping; let it hash in memory instead of sorting
+        // millions of joined rows on disk (the default work_mem is sized for OLTP statements).
+        c.execute_unprepared("SET LOCAL work_mem = '64MB'").await?;
+    }
     let stats_rows = sql::query(
         c,
         &format!(
-            "WITH ew(usage) AS (VALUES {ew}), \
-             m AS ( \
-               SELECT pm.customer_id, pm.product_module, pm.usage, pm.interval_method \
-               FROM product_mappings pm \
-               JOIN customer_mappings cm ON cm.customer_id = pm.customer_id AND cm.tenant_id = pm.tenant_id \
-               WHERE pm.tenant_id = $1{filter}), \
-             k AS ( \
-               SELECT customer_id, product_module, usage FROM m WHERE interval_method <> 'SUM' \
-               UNION \
-               SELECT m.customer_id, m.product_module, ew.usage FROM m CROSS JOIN ew WHERE m.interval_method = 'SUM'), \
-             g AS ( \
-               SELECT k.customer_id, k.product_module, k.usage, \
-                 CAST(SUM(CASE WHEN s.day <> l.provisioned_on THEN s.value_micros ELSE 0 END) AS BIGINT) AS avg_sum, \
-                 CAST(SUM(CASE WHEN s.day <> l.provisioned_on THEN 1 ELSE 0 END) AS BIGINT) AS avg_days, \
-                 MAX(s.value_micros) AS max_value, \
-                 COUNT(*) AS sample_days, \
-                 MAX(CASE WHEN s.day = $3 THEN s.value_micros END) AS last_day_value, \
-                 MAX(s.day) AS latest_day \
-               FROM k \
-               JOIN licenses l ON l.customer_id = k.customer_id AND l.product_module = k.product_module \
-               JOIN consumption_samples s ON s.customer_id = k.customer_id AND s.product_module = k.product_module \
-                                        AND s.usage = k.usage \
-               WHERE s.day >= $2 AND s.day <= $3 AND s.day >= l.provisioned_on \
-                 AND (l.deprovisioned_on IS NULL OR s.day <= l.deprovisioned_on) \
-               GROUP BY k.customer_id, k.product_module, k.usage) \
-             SELECT g.customer_id, g.product_module, g.usage, g.avg_sum, g.avg_days, g.max_value, g.sample_days, \
-                    g.last_day_value, g.latest_day, s.value_micros AS latest_value \
-             FROM g JOIN consumption_samples s ON s.customer_id = g.customer_id AND s.product_module = g.product_module \
-                                              AND s.usage = g.usage AND s.day = g.latest_day"
+            "SELECT pm.id, \
+               COUNT(*) AS sample_days, \
+               CAST(SUM(CASE WHEN s.day <> l.provisioned_on THEN s.value_micros ELSE 0 END) AS BIGINT) AS avg_sum, \
+               CAST(MAX(CASE WHEN s.day = l.provisioned_on THEN 1 ELSE 0 END) AS BIGINT) AS has_first_day, \
+               MAX(s.value_micros) AS max_value, \
+               MAX({packed}) AS latest, \
+               CAST(SUM(CASE s.usage WHEN '{u0}' THEN 1 WHEN '{u1}' THEN {C1} WHEN '{u2}' THEN {C2} ELSE 0 END) AS BIGINT) AS type_counts, \
+               {per_type} \
+             FROM product_mappings pm \
+             JOIN customer_mappings cm ON cm.customer_id = pm.customer_id AND cm.tenant_id = pm.tenant_id \
+             JOIN licenses l ON l.customer_id = pm.customer_id AND l.product_module = pm.product_module \
+             JOIN consumption_samples s ON s.customer_id = pm.customer_id AND s.product_module = pm.product_module \
+               AND (s.usage = pm.usage OR (pm.interval_method = 'SUM' AND s.usage IN ({ew_list}))) \
+             WHERE pm.tenant_id = $1{filter} AND s.day >= $2 AND s.day <= $3 \
+               AND s.day >= l.provisioned_on AND (l.deprovisioned_on IS NULL OR s.day <= l.deprovisioned_on) \
+             GROUP BY pm.id",
+            u0 = ew[0].as_str(),
+            u1 = ew[1].as_str(),
+            u2 = ew[2].as_str(),
         ),
         values,
     )
     .await?;
 
-    let mut stats: HashMap<(i64, String, String), UsageMonthStats> = HashMap::with_capacity(stats_rows.len());
+    let mut stats: HashMap<i64, MappingStats> = HashMap::with_capacity(stats_rows.len());
     for r in &stats_rows {
-        let key = (r.try_get::<i64>("", "customer_id")?, r.try_get::<String>("", "product_module")?, r.try_get::<String>("", "usage")?);
-        let latest_day: NaiveDate = r.try_get("", "latest_day")?;
-        let latest_value: i64 = r.try_get("", "latest_value")?;
-        stats.insert(
-            key,
-            UsageMonthStats {
-                avg_sum: i128::from(r.try_get::<i64>("", "avg_sum")?),
-                avg_days: u32::try_from(r.try_get::<i64>("", "avg_days")?).unwrap_or(u32::MAX),
-                max: r.try_get::<Option<i64>>("", "max_value")?,
-                sample_days: u32::try_from(r.try_get::<i64>("", "sample_days")?).unwrap_or(u32::MAX),
-                last_day: r.try_get::<Option<i64>>("", "last_day_value")?,
-                latest: Some((latest_day, latest_value)),
-            },
-        );
+        let unpack =
+            |col: &str| -> Result<Option<(NaiveDate, i64)>, DbErr> { Ok(r.try_get::<Option<i64>>("", col)?.map(|p| unpack(period, p))) };
+        let sample_days = count(r.try_get::<i64>("", "sample_days")?);
+        let latest = unpack("latest")?;
+        let own = UsageMonthStats {
+            avg_sum: i128::from(r.try_get::<i64>("", "avg_sum")?),
+            avg_days: sample_days.saturating_sub(count(r.try_get::<i64>("", "has_first_day")?)),
+            max: r.try_get::<Option<i64>>("", "max_value")?,
+            sample_days,
+            last_day: last_day_of(period, latest),
+            latest,
+        };
+        let counts = r.try_get::<i64>("", "type_counts")?;
+        let mut per_type = Vec::with_capacity(3);
+        for (i, shift) in [0u32, 16, 32].into_iter().enumerate() {
+            let latest = unpack(&format!("latest_{i}"))?;
+            if latest.is_none() {
+                continue; // a storage type without samples contributes nothing
+            }
+            // Only what SUM reads (LAST_DAY of each type) is filled in; averages do not apply.
+            per_type.push(UsageMonthStats {
+                sample_days: u32::try_from((counts >> shift) & 0xFFFF).unwrap_or(0),
+                last_day: last_day_of(period, latest),
+                latest,
+                ..Default::default()
+            });
+        }
+        stats.insert(r.try_get("", "id")?, MappingStats { own, per_type });
     }
 
     // 3. The domain rules turn statistics into values.
     let mut out = Vec::with_capacity(mapping_rows.len());
     for r in &mapping_rows {
         let customer_id: i64 = r.try_get("", "customer_id")?;
-        let module_s: String = r.try_get("", "product_module")?;
-        let usage_s: String = r.try_get("", "usage")?;
-        let module: ProductModule = parse_enum(&module_s, "product module")?;
-        let usage: UsageMetric = parse_enum(&usage_s, "usage metric")?;
+        let module: ProductModule = parse_enum(&r.try_get::<String>("", "product_module")?, "product module")?;
+        let usage: UsageMetric = parse_enum(&r.try_get::<String>("", "usage")?, "usage metric")?;
         let method: IntervalMethod = parse_enum(&r.try_get::<String>("", "interval_method")?, "interval method")?;
         let provisioned_on: Option<NaiveDate> = r.try_get("", "provisioned_on")?;
         let deprovisioned_on: Option<NaiveDate> = r.try_get("", "deprovisioned_on")?;
+        let mapping_id: i64 = r.try_get("", "id")?;
         let result = match provisioned_on {
             // No license for the module any more: no day is inside a window, nothing to bill.
             None => Err(SkipReason::NoConsumption),
             Some(provisioned_on) => {
                 let window = LicenseWindow { provisioned_on, deprovisioned_on };
-                let take = |u: UsageMetric| stats.get(&(customer_id, module_s.clone(), u.as_str().to_string())).cloned();
-                let inputs: Vec<UsageMonthStats> = if method == IntervalMethod::Sum {
-                    UsageMetric::EW_STORAGE.iter().filter_map(|u| take(*u)).collect()
-                } else {
-                    take(usage).into_iter().collect()
+                let inputs: Vec<UsageMonthStats> = match stats.remove(&mapping_id) {
+                    None => Vec::new(),
+                    Some(m) if method == IntervalMethod::Sum => m.per_type,
+                    Some(m) => vec![m.own],
                 };
                 domain::aggregate_month(method, period, &window, &inputs)
             }
         };
         out.push(SnapshotRow {
-            mapping_id: r.try_get("", "id")?,
+            mapping_id,
             customer_id,
             module,
             usage,
@@ -317,6 +365,7 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
     let n = snapshot.len();
     let mut cols = PushColumns::with_capacity(n);
     let mut skipped: HashMap<&'static str, u64> = HashMap::new();
+    let mut unchanged = Vec::new();
     for s in &snapshot {
         let (status, skip, value) = match (&s.result, dry_run) {
             (Err(reason), _) => (PushStatus::Skipped, Some(*reason), None),
@@ -328,6 +377,9 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
         };
         if let Some(reason) = skip {
             *skipped.entry(reason.as_str()).or_default() += 1;
+        }
+        if skip == Some(SkipReason::Unchanged) {
+            unchanged.push(s.mapping_id);
         }
         cols.push(s, status, skip, value, now);
     }
@@ -356,6 +408,16 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
         }
     }
 
+    if !unchanged.is_empty() {
+        // ConnectWise already holds the recomputed quantity: a correction that did not change it
+        // leaves nothing to re-send, so the mapping is current again.
+        sql::exec(
+            &txn,
+            &format!("UPDATE product_mappings SET stale = FALSE WHERE {} AND stale = TRUE", sql::in_list(&txn, "id", 1)),
+            vec![sql::i64_list(&txn, &unchanged)],
+        )
+        .await?;
+    }
     sql::exec(&txn, "UPDATE sync_runs SET aggregated_at = $2 WHERE id = $1", vec![run_id.into(), now.into()]).await?;
     crate::audit::record(
         &txn,

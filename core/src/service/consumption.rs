@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{NaiveDate, Utc};
 use domain::{IntervalMethod, MonthlyValue, Period, ProductModule, SkipReason, UsageMetric, codes};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait, Value};
 use serde_json::json;
 
 use crate::{
@@ -491,7 +491,10 @@ pub struct PreviewRow {
 /// statistics SQL and the same domain rules as aggregation.
 pub async fn preview(db: &DatabaseConnection, p: &Principal, period: Period, customer_id: Option<i64>) -> ServiceResult<Vec<PreviewRow>> {
     let filter = customer_id.map(|c| vec![c]);
-    let rows = crate::engine::aggregate::compute_snapshot(db, p.tenant_id, period, filter.as_deref()).await?;
+    // A transaction: one consistent snapshot, and room for the statement settings aggregation uses.
+    let txn = db.begin().await?;
+    let rows = crate::engine::aggregate::compute_snapshot(&txn, p.tenant_id, period, filter.as_deref()).await?;
+    txn.commit().await?;
     Ok(rows
         .into_iter()
         .map(|r| PreviewRow { product_mapping_id: r.mapping_id, customer_id: r.customer_id, method: r.method, result: r.result })

@@ -6,7 +6,6 @@ use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
     sea_query::{Expr, ExprTrait, Func, Query},
 };
 use serde::{Deserialize, Serialize};
@@ -54,7 +53,7 @@ pub async fn upsert_customers(
         return Ok(Err(errors));
     }
     let now = Utc::now();
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let ext_ids: Vec<String> = input.iter().map(|c| c.external_id.trim().to_string()).collect();
     let existing: HashMap<String, customer::Model> = customer::Entity::find()
         .filter(customer::Column::TenantId.eq(p.tenant_id))
@@ -325,7 +324,7 @@ pub async fn map_customer(
 ) -> ServiceResult<Outcome<customer::Model>> {
     let not_found = |field: &str, what: &str| Ok(Err(vec![UserError::not_found(what).at([field])]));
     let Some(cid) = super::parse_id(customer_id) else { return not_found("customerId", "customer") };
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let Some(cust) = get_customer(&txn, p.tenant_id, cid).await? else { return not_found("customerId", "customer") };
     let Some(company) = cw_company::Entity::find_by_id((p.tenant_id, cw_company_id)).one(&txn).await? else {
         return not_found("cwCompanyId", "ConnectWise company (refresh the catalog if it is new)");
@@ -410,7 +409,7 @@ pub async fn unmap_customer(
     unmap_products: bool,
 ) -> ServiceResult<Outcome<customer::Model>> {
     let Some(cid) = super::parse_id(customer_id) else { return Ok(Err(vec![UserError::not_found("customer").at(["customerId"])])) };
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let Some(cust) = get_customer(&txn, p.tenant_id, cid).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["customerId"])]));
     };

@@ -7,7 +7,7 @@ use chrono::{NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::json;
@@ -222,7 +222,7 @@ pub async fn create_product_mapping(
     input: MappingInput,
     today: NaiveDate,
 ) -> ServiceResult<Outcome<product_mapping::Model>> {
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let Some(cust) = customer_for(&txn, p.tenant_id, &input.customer_id).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["input", "customerId"])]));
     };
@@ -235,13 +235,42 @@ pub async fn create_product_mapping(
     let inserted = active_model(&r, p.tenant_id, now).insert(&txn).await;
     let model = match inserted {
         Ok(m) => m,
-        Err(e) => return unique_to_user_error(e, &input_path()),
+        Err(e) => {
+            drop(txn);
+            return duplicate_to_user_error(db, p.tenant_id, &r, None, e, &input_path()).await;
+        }
     };
     audit_mapping(&txn, p, "product_mapping.created", model.id, None, Some(&model)).await?;
     match txn.commit().await {
         Ok(()) => Ok(Ok(model)),
         Err(e) => unique_to_user_error(e, &input_path()),
     }
+}
+
+/// [`unique_to_user_error`] for the single mapping `r` (other than `own_id`): an input that duplicates
+/// an existing mapping on both counts reports `DUPLICATE_ADDITION_MAPPING`, whichever unique index the
+/// database checked first (PostgreSQL checks the addition index first, SQLite the usage index).
+async fn duplicate_to_user_error<T>(
+    db: &DatabaseConnection,
+    tenant_id: i64,
+    r: &Resolved,
+    own_id: Option<i64>,
+    e: DbErr,
+    path: &[String],
+) -> ServiceResult<Outcome<T>> {
+    if unique_violation(&e) == Some(UniqueIndex::ProductMappingUsage) {
+        let mut same_addition = product_mapping::Entity::find()
+            .filter(product_mapping::Column::TenantId.eq(tenant_id))
+            .filter(product_mapping::Column::CwAgreementId.eq(r.input.cw_agreement_id))
+            .filter(product_mapping::Column::CwAdditionId.eq(r.addition_id));
+        if let Some(id) = own_id {
+            same_addition = same_addition.filter(product_mapping::Column::Id.ne(id));
+        }
+        if same_addition.one(db).await?.is_some() {
+            return Ok(Err(duplicate_error(UniqueIndex::ProductMappingAddition, path).into_iter().collect()));
+        }
+    }
+    unique_to_user_error(e, path)
 }
 
 fn unique_to_user_error<T>(e: DbErr, path: &[String]) -> ServiceResult<Outcome<T>> {
@@ -288,7 +317,7 @@ pub async fn update_product_mapping(
 ) -> ServiceResult<Outcome<product_mapping::Model>> {
     let not_found = || Ok(Err(vec![UserError::not_found("product mapping").at(["id"])]));
     let Some(mid) = super::parse_id(id) else { return not_found() };
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let Some(before) = get_mapping(&txn, p.tenant_id, mid).await? else { return not_found() };
     let conflict = || {
         Ok(Err(vec![
@@ -329,7 +358,10 @@ pub async fn update_product_mapping(
     match updated {
         Ok(res) if res.rows_affected == 0 => return conflict(),
         Ok(_) => {}
-        Err(e) => return unique_to_user_error(e, &input_path()),
+        Err(e) => {
+            drop(txn);
+            return duplicate_to_user_error(db, p.tenant_id, &r, Some(mid), e, &input_path()).await;
+        }
     }
     let Some(after) = get_mapping(&txn, p.tenant_id, mid).await? else { return not_found() };
     audit_mapping(&txn, p, "product_mapping.updated", mid, Some(&before), Some(&after)).await?;
@@ -342,7 +374,7 @@ pub async fn update_product_mapping(
 pub async fn delete_product_mapping(db: &DatabaseConnection, p: &Principal, id: &str) -> ServiceResult<Outcome<i64>> {
     let not_found = || Ok(Err(vec![UserError::not_found("product mapping").at(["id"])]));
     let Some(mid) = super::parse_id(id) else { return not_found() };
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let Some(m) = get_mapping(&txn, p.tenant_id, mid).await? else { return not_found() };
     delete_mappings(&txn, p, std::slice::from_ref(&m), "mapping deleted").await?;
     txn.commit().await?;
@@ -391,7 +423,7 @@ pub async fn save_product_mappings(
     inputs: Vec<MappingInput>,
     today: NaiveDate,
 ) -> ServiceResult<Outcome<Vec<product_mapping::Model>>> {
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let Some(cust) = customer_for(&txn, p.tenant_id, customer_id).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["customerId"])]));
     };

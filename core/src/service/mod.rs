@@ -7,6 +7,7 @@ pub mod customers;
 pub mod history;
 pub mod mappings;
 pub mod settings;
+pub mod status;
 pub mod sync;
 pub mod tenants;
 

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait, IntoActiveModel, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait, IntoActiveModel};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use url::Url;
@@ -133,7 +133,7 @@ pub async fn configure(
     };
     let now = Utc::now();
     let site_str = site.as_str().trim_end_matches('/').to_string();
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let saved = match &existing {
         Some(e) => {
             let mut am = e.clone().into_active_model();
@@ -206,7 +206,7 @@ pub async fn configure(
 }
 
 pub async fn set_consumption_sync(db: &DatabaseConnection, p: &Principal, enabled: bool) -> ServiceResult<Outcome<cw_settings::Model>> {
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     let Some(existing) = cw_settings::Entity::find_by_id(p.tenant_id).one(&txn).await? else {
         return Ok(Err(vec![
             UserError::new("CONNECTWISE_NOT_CONFIGURED", "configure ConnectWise before switching consumption sync on or off")
@@ -356,7 +356,7 @@ pub async fn test_connection(db: &DatabaseConnection, cw: &CwAccess<'_>, p: &Pri
         }
     }
     let ok = checks.iter().all(|c| c.ok);
-    let txn = db.begin().await?;
+    let txn = crate::engine::sql::begin_write(db).await?;
     if ok && s.breaker_open {
         let mut am = s.clone().into_active_model();
         am.breaker_open = Set(false);

@@ -404,3 +404,26 @@ pub async fn cancel_pushes_for_mapping<C: ConnectionTrait>(
     }
     Ok(n)
 }
+
+/// Compile-time check: the use cases can run inside GraphQL resolvers (which need `Send` futures).
+#[cfg(test)]
+#[allow(dead_code)]
+fn futures_are_send(db: &DatabaseConnection, txn: &sea_orm::DatabaseTransaction, queue: &dyn JobQueue, settings: &Settings, p: &Principal) {
+    fn is_send<T: Send>(_: &T) {}
+    let today = Utc::now().date_naive();
+    is_send(&run_monthly_sync(db, queue, p, Period::latest_closed(today), None, false, today));
+    is_send(&retry_push(db, queue, settings, p, "1"));
+    is_send(&retry_failed_pushes(db, queue, settings, p, "1"));
+    is_send(&cancel_pushes_for_mapping(txn, 1, &[1], "system"));
+    is_send(&super::consumption::record_consumption(db, p, Vec::new()));
+    is_send(&super::consumption::daily_consumption(
+        db,
+        p,
+        1,
+        domain::ProductModule::Endpoints,
+        domain::UsageMetric::ActiveUsers,
+        today,
+        today,
+    ));
+    is_send(&super::consumption::preview(db, p, Period::latest_closed(today), None));
+}

@@ -82,7 +82,13 @@ async fn inactive_company_kills_the_push_without_touching_the_addition() {
 
 #[tokio::test]
 async fn scheduled_runs_are_created_once_per_tenant_and_period() {
-    let app = spawn(Backend::Postgres).await;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        scheduled_runs(backend).await;
+    }
+}
+
+async fn scheduled_runs(backend: Backend) {
+    let app = spawn(backend).await;
     // A second tenant with sync on, a third with sync off.
     for (key, enabled) in [("t2", true), ("t3", false)] {
         let t = entity::tenant::ActiveModel { external_id: Set(key.into()), created_at: Set(Utc::now()), ..Default::default() }

@@ -204,6 +204,16 @@ async fn corrections_are_audited_and_flag_pushed_mappings_stale() {
     assert_eq!(app.fake.addition_quantity(11), Some(8));
     assert_eq!(app.fake.addition_quantity(21), Some(12));
     assert!(!stale(users).await && !stale(sum).await);
+
+    // A correction that does not change the quantity: the re-run skips it as UNCHANGED, and the
+    // mapping is current again.
+    let r = app.record(c, PM::Microsoft365, U::ActiveUsers, &[("2026-02-11", "1.5")]).await;
+    assert_eq!(r.stale_mappings, 1);
+    let third = app.run_sync("2026-02", false).await;
+    app.run_all().await;
+    let pushes = app.pushes(third.id).await;
+    assert!(pushes.iter().all(|p| p.skip_reason.as_deref() == Some("UNCHANGED")), "{pushes:?}");
+    assert!(!stale(users).await);
 }
 
 #[tokio::test]
@@ -220,4 +230,39 @@ async fn daily_consumption_is_scoped_and_bounded() {
     );
     let err = daily_consumption(&app.db, &p, c, PM::Endpoints, U::ActiveUsers, d("2025-01-01"), d("2026-02-28")).await.unwrap_err();
     assert_eq!(err.code(), "BAD_USER_INPUT");
+}
+
+/// Ingest throughput (run by hand: `cargo test -p sync-core --release --test sync_engine ingest_scale -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore]
+async fn ingest_scale() {
+    let app = spawn(Backend::Postgres).await;
+    let mut customers = Vec::new();
+    for i in 0..100 {
+        customers.push(app.customer(&format!("c{i}"), &format!("Customer {i}")).await);
+    }
+    let batches: Vec<Vec<SampleInput>> = (0..20)
+        .map(|b| {
+            (0..10_000)
+                .map(|i| {
+                    let n = b * 10_000 + i;
+                    SampleInput {
+                        customer_id: None,
+                        customer_external_id: Some(format!("c{}", n % 100)),
+                        product_module: PM::EnterpriseWorkloads,
+                        usage: U::ALL[n % 3],
+                        day: (d("2020-01-01") + chrono::Duration::days((n / 300) as i64)).format("%Y-%m-%d").to_string(),
+                        value: format!("{}.125", n),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for batch in batches {
+        let r = record_consumption(&app.db, &app.principal(), batch).await.unwrap().unwrap();
+        assert_eq!(r.inserted, 10_000);
+    }
+    let elapsed = started.elapsed();
+    println!("200,000 samples in {elapsed:?}: {:.0} samples/s", 200_000.0 / elapsed.as_secs_f64());
 }

@@ -324,3 +324,83 @@ async fn aggregation_scale() {
     assert_eq!(app.scalar_i64(&format!("SELECT COUNT(*) FROM pushes WHERE sync_run_id = {}", run.id)).await, customers * 5);
     println!("baseline query: {base:?}; aggregate_run: {ours:?}; ratio {:.2}", ours.as_secs_f64() / base.as_secs_f64());
 }
+
+/// The set-based SQL statistics agree with the domain's reference implementation
+/// (`UsageMonthStats::from_samples`) on pseudo-random months, on both backends.
+#[tokio::test]
+async fn sql_statistics_match_the_reference_aggregation() {
+    use domain::{LicenseWindow, UsageMonthStats, aggregate_month};
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let app = spawn(backend).await;
+        let feb = super::support::period("2026-02");
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut expected = std::collections::HashMap::new();
+        let methods = [M::Average, M::Maximum, M::LastDay];
+        let mut addition = 9000;
+        for ci in 0..12 {
+            let c = app.customer(&format!("r{ci}"), &format!("Random {ci}")).await;
+            app.map_customer(c, 500 + ci, "Random").await;
+            // Windows that start before or inside the month and sometimes end inside it.
+            let from = super::support::d("2026-01-20") + chrono::Duration::days(next(35) as i64);
+            let to = (next(3) == 0).then(|| super::support::d("2026-02-05") + chrono::Duration::days(next(30) as i64));
+            let window = LicenseWindow { provisioned_on: from, deprovisioned_on: to };
+            let to_s = to.map(|t| t.to_string());
+            app.license(c, PM::Microsoft365, &from.to_string(), to_s.as_deref()).await;
+            app.license(c, PM::EnterpriseWorkloads, &from.to_string(), to_s.as_deref()).await;
+            let mut samples = std::collections::HashMap::new();
+            for (module, usage) in [
+                (PM::Microsoft365, U::ActiveUsers),
+                (PM::EnterpriseWorkloads, U::CloudStorage),
+                (PM::EnterpriseWorkloads, U::EarlyDeleteLtrStorage),
+                (PM::EnterpriseWorkloads, U::LtrStorage),
+            ] {
+                let density = next(4); // 0 = none at all
+                let mut list = Vec::new();
+                let mut input = Vec::new();
+                for day in super::support::d("2026-01-25").iter_days().take(40) {
+                    if density > 0 && next(4) < density {
+                        let micros = next(1_000_000_000_000) as i64;
+                        list.push((day, micros));
+                        input.push((day.to_string(), domain::format_micros(micros)));
+                    }
+                }
+                if !input.is_empty() {
+                    let refs: Vec<(&str, &str)> = input.iter().map(|(d, v)| (d.as_str(), v.as_str())).collect();
+                    app.record(c, module, usage, &refs).await;
+                }
+                samples.insert(usage, list);
+            }
+            let stats = |u: U| UsageMonthStats::from_samples(feb, &window, &samples[&u]);
+            let method = methods[ci as usize % 3];
+            addition += 1;
+            let m = app.map_product(c, 500 + ci, PM::Microsoft365, U::ActiveUsers, method, addition, addition).await;
+            expected.insert(m, aggregate_month(method, feb, &window, &[stats(U::ActiveUsers)]));
+            addition += 1;
+            let m = app
+                .map_product(c, 500 + ci, PM::EnterpriseWorkloads, U::CloudStorage, methods[(ci as usize + 1) % 3], addition, addition)
+                .await;
+            expected.insert(m, aggregate_month(methods[(ci as usize + 1) % 3], feb, &window, &[stats(U::CloudStorage)]));
+            addition += 1;
+            let m = app.map_product(c, 500 + ci, PM::EnterpriseWorkloads, U::LtrStorage, M::Sum, addition, addition).await;
+            let present: Vec<UsageMonthStats> = U::EW_STORAGE
+                .iter()
+                .filter(|u| samples[u].iter().any(|(d, _)| feb.contains(*d) && window.contains(*d)))
+                .map(|u| stats(*u))
+                .collect();
+            expected.insert(m, aggregate_month(M::Sum, feb, &window, &present));
+        }
+        let ok: Vec<_> = expected.values().filter_map(|r| r.as_ref().ok()).collect();
+        assert!(ok.len() >= 18 && ok.iter().any(|v| v.fallback) && ok.len() < expected.len(), "the data covers the cases");
+        let preview = sync_core::service::consumption::preview(&app.db, &app.principal(), feb, None).await.unwrap();
+        assert_eq!(preview.len(), expected.len());
+        for row in preview {
+            assert_eq!(row.result, expected[&row.product_mapping_id], "{backend:?} mapping {} ({:?})", row.product_mapping_id, row.method);
+        }
+    }
+}

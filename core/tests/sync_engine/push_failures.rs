@@ -34,7 +34,13 @@ async fn push_for(app: &TestApp, run_id: i64, addition: i64) -> entity::push::Mo
 
 #[tokio::test]
 async fn rate_limit_pauses_the_tenant_and_retries_after_retry_after() {
-    let app = spawn(Backend::Postgres).await;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        rate_limit_pauses_the_tenant_and_retries_after_retry_after_on(backend).await;
+    }
+}
+
+async fn rate_limit_pauses_the_tenant_and_retries_after_retry_after_on(backend: Backend) {
+    let app = spawn(backend).await;
     three_mappings(&app).await;
     app.fake.inject(rule("GET", &format!("additions/{A1}"), Fault::RateLimit { retry_after_secs: 2 }, 1));
     let run = app.run_sync("2026-02", false).await;
@@ -108,7 +114,13 @@ async fn quantity_mismatch_is_retried() {
 
 #[tokio::test]
 async fn missing_addition_dies_with_exactly_one_ticket() {
-    let app = spawn(Backend::Postgres).await;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        missing_addition_dies_with_exactly_one_ticket_on(backend).await;
+    }
+}
+
+async fn missing_addition_dies_with_exactly_one_ticket_on(backend: Backend) {
+    let app = spawn(backend).await;
     three_mappings(&app).await;
     app.fake.remove_addition(A1 - 1000, A1);
     let run = app.run_sync("2026-02", false).await;
@@ -206,7 +218,13 @@ async fn concurrent_retries_of_one_push_have_one_winner() {
 
 #[tokio::test]
 async fn auth_failure_trips_the_breaker_and_kills_the_run_without_more_calls() {
-    let app = spawn(Backend::Postgres).await;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        auth_failure_trips_the_breaker_and_kills_the_run_without_more_calls_on(backend).await;
+    }
+}
+
+async fn auth_failure_trips_the_breaker_and_kills_the_run_without_more_calls_on(backend: Backend) {
+    let app = spawn(backend).await;
     three_mappings(&app).await;
     app.configure_cw("wrong-key").await;
     let run = app.run_sync("2026-02", false).await;
@@ -252,7 +270,13 @@ async fn exhausted_budget_goes_dead_with_the_last_error() {
 
 #[tokio::test]
 async fn reconciliation_recovers_lost_jobs_and_lost_attempts() {
-    let app = spawn(Backend::Postgres).await;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        reconciliation_recovers_lost_jobs_and_lost_attempts_on(backend).await;
+    }
+}
+
+async fn reconciliation_recovers_lost_jobs_and_lost_attempts_on(backend: Backend) {
+    let app = spawn(backend).await;
     let customer = three_mappings(&app).await;
     let run = app.run_sync("2026-02", false).await;
     // Services stamp runs with the wall clock; let the engine's clock start there too.
@@ -303,7 +327,13 @@ async fn reconciliation_recovers_lost_jobs_and_lost_attempts() {
 
 #[tokio::test]
 async fn removed_mappings_cancel_their_pushes() {
-    let app = spawn(Backend::Postgres).await;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        removed_mappings_cancel_their_pushes_on(backend).await;
+    }
+}
+
+async fn removed_mappings_cancel_their_pushes_on(backend: Backend) {
+    let app = spawn(backend).await;
     three_mappings(&app).await;
     let run = app.run_sync("2026-02", false).await;
     app.run_due_only_aggregation().await;

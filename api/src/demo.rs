@@ -1,0 +1,675 @@
+//! `api --demo`: a realistic demo tenant `demo`, loaded through the same use cases the GraphQL API
+//! calls (`sync_core::service::*`), then a dry-run sync of the latest closed month so the dashboard
+//! shows the quantities that would be sent.
+//!
+//! - ConnectWise settings: a placeholder site (`.invalid` never resolves, RFC 2606: no ConnectWise is
+//!   reachable) with consumption sync on while the demo loads (mapping validation and runs need it);
+//!   the placeholder private key is encrypted with `SECRETS_KEY`. Once the dry run is started the
+//!   switch is turned off again (unless it was on before this `--demo`): otherwise the scheduled
+//!   monthly run — which the next start catches up on for the same month — would try to push to the
+//!   placeholder, and end with every push `DEAD` and a failed ticket each.
+//! - A catalog snapshot: twelve companies (one inactive), their agreements (and one cancelled old
+//!   one) with additions of distinct products, one ticket board with a team, statuses, a type and a
+//!   subtype. The catalog refresh job normally fills these cache tables from ConnectWise; here they
+//!   are written with sea-orm entities.
+//! - Customers across all four modules and all three editions, with add-ons; eleven mapped to
+//!   companies, one not (a trial); product mappings using all four interval methods.
+//! - Two months of daily consumption, deterministic (a hash of customer, usage and day), with a few
+//!   missing days — among them month ends, so some `LAST_DAY` values fall back — and one license
+//!   provisioned mid-month (its partial first day does not count towards `AVERAGE`).
+//!
+//! Idempotent: settings are configured once, customers are upserted by external id, mappings are
+//! saved with replace-all (unchanged ones keep id and version), samples are upserts (unchanged days
+//! write nothing), and the dry run is started only if the month has none yet.
+use chrono::{Datelike, NaiveDate, Utc};
+use domain::{Edition, IntervalMethod, Period, ProductModule, UsageMetric};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, sea_query::OnConflict,
+};
+use secrecy::SecretString;
+use sync_core::{
+    ServiceError, Settings, UserError,
+    auth::Principal,
+    crypto::SecretBox,
+    jobs::JobQueue,
+    service::{self, consumption::SampleInput, customers::CustomerInput, customers::LicenseInput, mappings::MappingInput},
+};
+
+use crate::embedded::DEV_TENANT;
+
+/// The demo tenant's placeholder ConnectWise site.
+pub const DEMO_SITE_URL: &str = "https://demo-msp.connectwise.invalid";
+/// Samples per `record_consumption` call (the API's limit is 10,000).
+const SAMPLE_BATCH: usize = 5_000;
+
+/// What [`load`] did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DemoReport {
+    pub tenant_id: i64,
+    pub customers: usize,
+    pub product_mappings: usize,
+    /// Samples sent / newly inserted.
+    pub samples: usize,
+    pub samples_inserted: u64,
+    pub period: String,
+    /// The month's dry run (started now, or the one an earlier `--demo` started).
+    pub dry_run_id: Option<i64>,
+    pub dry_run_started: bool,
+    /// The tenant's consumption-sync switch after loading (off unless the user had turned it on).
+    pub consumption_sync_enabled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0:?}")]
+    Service(ServiceError),
+    #[error("the demo data was refused ({step}): {errors}")]
+    Refused { step: &'static str, errors: String },
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("SECRETS_KEY is required to store the demo's ConnectWise key")]
+    NoSecretsKey,
+}
+
+impl From<ServiceError> for DemoError {
+    fn from(e: ServiceError) -> Self {
+        DemoError::Service(e)
+    }
+}
+
+fn accepted<T>(step: &'static str, outcome: Result<T, Vec<UserError>>) -> Result<T, DemoError> {
+    outcome.map_err(|errors| DemoError::Refused {
+        step,
+        errors: errors.iter().map(|e| format!("{} {:?}: {}", e.code, e.field, e.message)).collect::<Vec<_>>().join("; "),
+    })
+}
+
+/// One demo customer: its account, company, licenses and mappings.
+struct DemoCustomer {
+    external_id: &'static str,
+    name: &'static str,
+    /// The ConnectWise company (and its agreement `2000 + n`); `None` = not mapped (a trial).
+    company: Option<(i64, &'static str, &'static str)>,
+    licenses: &'static [(ProductModule, Edition, &'static [&'static str])],
+    mappings: &'static [(ProductModule, UsageMetric, IntervalMethod)],
+}
+
+use Edition::{Business, Elite, Enterprise};
+use IntervalMethod::{Average, LastDay, Maximum, Sum};
+use ProductModule::{Endpoints as EP, EnterpriseWorkloads as EW, GoogleWorkspace as GWS, Microsoft365 as M365};
+use UsageMetric::{ActiveUsers, CloudStorage, EarlyDeleteLtrStorage, LtrStorage, PreservedUsers};
+
+const HST: &str = "High Storage Tier";
+const SDG: &str = "Sensitive Data Governance";
+
+const CUSTOMERS: &[DemoCustomer] = &[
+    DemoCustomer {
+        external_id: "acct-northwind",
+        name: "Northwind Traders",
+        company: Some((1001, "NWT", "Northwind Traders")),
+        licenses: &[(EW, Enterprise, &[HST]), (M365, Business, &[])],
+        mappings: &[(EW, CloudStorage, Sum), (M365, ActiveUsers, Average)],
+    },
+    DemoCustomer {
+        external_id: "acct-contoso-dental",
+        name: "Contoso Dental Group",
+        company: Some((1002, "CDG", "Contoso Dental Group")),
+        licenses: &[(M365, Enterprise, &[SDG]), (EP, Business, &[])],
+        mappings: &[(M365, ActiveUsers, Maximum), (M365, PreservedUsers, LastDay), (EP, ActiveUsers, Average)],
+    },
+    DemoCustomer {
+        external_id: "acct-fabrikam",
+        name: "Fabrikam Legal LLP",
+        company: Some((1003, "FAB", "Fabrikam Legal LLP")),
+        licenses: &[(EW, Elite, &[HST, SDG]), (GWS, Enterprise, &[])],
+        mappings: &[
+            (EW, CloudStorage, Average),
+            (EW, EarlyDeleteLtrStorage, Maximum),
+            (EW, LtrStorage, LastDay),
+            (GWS, ActiveUsers, LastDay),
+        ],
+    },
+    DemoCustomer {
+        external_id: "acct-tailspin",
+        name: "Tailspin Logistics",
+        company: Some((1004, "TSL", "Tailspin Logistics")),
+        licenses: &[(EP, Elite, &[]), (GWS, Business, &[])],
+        mappings: &[(EP, ActiveUsers, Maximum), (GWS, ActiveUsers, Average)],
+    },
+    DemoCustomer {
+        external_id: "acct-adventure-works",
+        name: "Adventure Works Cycles",
+        company: Some((1005, "AWC", "Adventure Works Cycles")),
+        licenses: &[(M365, Business, &[]), (EP, Enterprise, &[]), (EW, Business, &[])],
+        mappings: &[(M365, ActiveUsers, LastDay), (EP, PreservedUsers, Maximum), (EW, CloudStorage, Sum)],
+    },
+    DemoCustomer {
+        external_id: "acct-litware",
+        name: "Litware Accounting",
+        company: Some((1006, "LIT", "Litware Accounting")),
+        licenses: &[(M365, Elite, &[SDG])],
+        mappings: &[(M365, ActiveUsers, Average), (M365, PreservedUsers, Maximum)],
+    },
+    DemoCustomer {
+        external_id: "acct-proseware",
+        name: "Proseware Clinics",
+        company: Some((1007, "PRO", "Proseware Clinics")),
+        licenses: &[(GWS, Elite, &[SDG])],
+        mappings: &[(GWS, ActiveUsers, Maximum), (GWS, PreservedUsers, LastDay)],
+    },
+    DemoCustomer {
+        external_id: "acct-wingtip",
+        name: "Wingtip Realty",
+        company: Some((1008, "WTR", "Wingtip Realty")),
+        // Provisioned on the 10th of the demo month (see `provisioned_on`).
+        licenses: &[(M365, Business, &[])],
+        mappings: &[(M365, ActiveUsers, Average)],
+    },
+    DemoCustomer {
+        external_id: "acct-alpine",
+        name: "Alpine Ski House",
+        company: Some((1009, "ASH", "Alpine Ski House")),
+        licenses: &[(EW, Enterprise, &[]), (EP, Business, &[])],
+        mappings: &[(EW, CloudStorage, Maximum), (EP, PreservedUsers, LastDay)],
+    },
+    DemoCustomer {
+        external_id: "acct-coho",
+        name: "Coho Winery",
+        company: Some((1010, "COHO", "Coho Winery")),
+        licenses: &[(GWS, Business, &[]), (M365, Business, &[])],
+        mappings: &[(GWS, ActiveUsers, Average), (M365, ActiveUsers, LastDay)],
+    },
+    DemoCustomer {
+        external_id: "acct-woodgrove",
+        name: "Woodgrove Credit Union",
+        company: Some((1011, "WCU", "Woodgrove Credit Union")),
+        licenses: &[(EW, Elite, &[HST]), (M365, Enterprise, &[SDG])],
+        mappings: &[(EW, CloudStorage, Sum), (M365, ActiveUsers, Maximum)],
+    },
+    DemoCustomer {
+        external_id: "acct-globex-trial",
+        name: "Globex (trial)",
+        company: None,
+        licenses: &[(M365, Business, &[])],
+        mappings: &[],
+    },
+];
+
+/// An inactive company of the catalog (not mappable; shows the status in the dropdowns).
+const INACTIVE_COMPANY: (i64, &str, &str) = (1012, "BYA", "Blue Yonder Airlines");
+
+/// The ConnectWise product of a mapping's addition. `SUM` bills the total of all storage types.
+fn product(module: ProductModule, usage: UsageMetric, method: IntervalMethod) -> (i64, &'static str, &'static str) {
+    match (module, usage, method) {
+        (EW, _, Sum) => (5104, "BKP-EW-TOTAL", "Cloud backup, total storage (GB)"),
+        (EW, CloudStorage, _) => (5101, "BKP-EW-CLOUD", "Cloud backup storage (GB)"),
+        (EW, EarlyDeleteLtrStorage, _) => (5102, "BKP-EW-EDLTR", "Early-delete long-term retention (GB)"),
+        (EW, _, _) => (5103, "BKP-EW-LTR", "Long-term retention storage (GB)"),
+        (M365, ActiveUsers, _) => (5201, "BKP-M365-USR", "Microsoft 365 backup, per user"),
+        (M365, _, _) => (5202, "BKP-M365-PRS", "Microsoft 365 preserved users"),
+        (EP, ActiveUsers, _) => (5301, "BKP-EP-USR", "Endpoint backup, per user"),
+        (EP, _, _) => (5302, "BKP-EP-PRS", "Endpoint preserved users"),
+        (GWS, ActiveUsers, _) => (5401, "BKP-GWS-USR", "Google Workspace backup, per user"),
+        (GWS, _, _) => (5402, "BKP-GWS-PRS", "Google Workspace preserved users"),
+    }
+}
+
+fn agreement_id(company: i64) -> i64 {
+    company + 1000
+}
+
+/// Addition ids: agreement × 10 + sequence number. Sequence 1 is the flat managed-services fee
+/// (not consumption-based, never mapped); the mapped additions follow from 2.
+fn addition_id(agreement: i64, seq: i64) -> i64 {
+    agreement * 10 + seq
+}
+
+/// The day the demo customer's licenses start: long ago, except Wingtip's, provisioned on the 10th
+/// of the demo month (its first, partial day is left out of `AVERAGE`).
+fn provisioned_on(c: &DemoCustomer, period: Period, index: usize) -> NaiveDate {
+    if c.external_id == "acct-wingtip" {
+        return period.first_day().with_day(10).unwrap_or(period.first_day());
+    }
+    let start = period.previous().previous().first_day();
+    let months_back = 3 + (index as u32 * 5) % 14;
+    let mut d = start;
+    for _ in 0..months_back {
+        d = Period::of(d).previous().first_day();
+    }
+    d.with_day(1 + (index as u32 * 7) % 27).unwrap_or(d)
+}
+
+/// Load (or complete) the demo tenant and start the dry run of the latest closed month.
+pub async fn load(
+    db: &DatabaseConnection,
+    queue: &dyn JobQueue,
+    settings: &Settings,
+    secrets: Option<&SecretBox>,
+    http: &reqwest::Client,
+) -> Result<DemoReport, DemoError> {
+    let today = Utc::now().date_naive();
+    let period = Period::latest_closed(today);
+    let tenant_id = service::tenants::ensure_tenant(db, DEV_TENANT).await?;
+    let p = Principal { sub: "demo-loader".into(), tenant_key: DEV_TENANT.into(), tenant_id, roles: vec!["admin".into()] };
+    let mut report = DemoReport { tenant_id, period: period.to_string(), ..Default::default() };
+
+    let existing = service::settings::get(db, tenant_id).await?;
+    let was_on = existing.as_ref().is_some_and(|s| s.consumption_sync_enabled);
+    match existing {
+        None => configure_connectwise(db, settings, secrets, http, &p).await?,
+        Some(_) if !was_on => {
+            accepted("consumption sync on", service::settings::set_consumption_sync(db, &p, true).await?)?;
+        }
+        Some(_) => {}
+    }
+    let loaded = load_data(db, queue, &p, period, today, &mut report).await;
+    // Off again, whether loading worked or not (see the module docs).
+    if !was_on {
+        accepted("consumption sync off", service::settings::set_consumption_sync(db, &p, false).await?)?;
+    }
+    report.consumption_sync_enabled = was_on;
+    loaded.map(|()| report)
+}
+
+/// Catalog, customers, mappings, samples and the dry run (consumption sync is on meanwhile).
+async fn load_data(
+    db: &DatabaseConnection,
+    queue: &dyn JobQueue,
+    p: &Principal,
+    period: Period,
+    today: NaiveDate,
+    report: &mut DemoReport,
+) -> Result<(), DemoError> {
+    let tenant_id = p.tenant_id;
+    write_catalog(db, tenant_id).await?;
+
+    let inputs: Vec<CustomerInput> = CUSTOMERS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CustomerInput {
+            external_id: c.external_id.into(),
+            account_name: c.name.into(),
+            licenses: c
+                .licenses
+                .iter()
+                .map(|(module, edition, add_ons)| LicenseInput {
+                    product_module: *module,
+                    edition: *edition,
+                    provisioned_on: provisioned_on(c, period, i),
+                    deprovisioned_on: None,
+                    add_ons: add_ons.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    let customers = accepted("customers", service::customers::upsert_customers(db, p, inputs).await?)?;
+    report.customers = customers.len();
+
+    let mut samples = Vec::new();
+    for (i, (c, model)) in CUSTOMERS.iter().zip(&customers).enumerate() {
+        let id = model.id.to_string();
+        if let Some((company, _, _)) = c.company {
+            accepted("customer mapping", service::customers::map_customer(db, p, &id, company, false).await?)?;
+            let agreement = agreement_id(company);
+            let mappings: Vec<MappingInput> = c
+                .mappings
+                .iter()
+                .enumerate()
+                .map(|(k, (module, usage, interval))| MappingInput {
+                    customer_id: id.clone(),
+                    product_module: *module,
+                    usage: *usage,
+                    interval: *interval,
+                    cw_agreement_id: agreement,
+                    cw_sequence_number: k as i64 + 2,
+                })
+                .collect();
+            let saved = accepted("product mappings", service::mappings::save_product_mappings(db, p, &id, mappings, today).await?)?;
+            report.product_mappings += saved.len();
+        }
+        let from = provisioned_on(c, period, i).max(period.previous().first_day());
+        for (module, _, _) in c.licenses {
+            for usage in module.usage_metrics() {
+                for day in period.previous().days().chain(period.days()).filter(|d| *d >= from) {
+                    if let Some(value) = daily_value(c, *module, *usage, day, period, from) {
+                        samples.push(SampleInput {
+                            customer_id: Some(id.clone()),
+                            customer_external_id: None,
+                            product_module: *module,
+                            usage: *usage,
+                            day: day.to_string(),
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    report.samples = samples.len();
+    while !samples.is_empty() {
+        let rest = samples.split_off(samples.len().min(SAMPLE_BATCH));
+        let result = accepted("consumption", service::consumption::record_consumption(db, p, samples).await?)?;
+        report.samples_inserted += result.inserted;
+        samples = rest;
+    }
+
+    let existing = entity::sync_run::Entity::find()
+        .filter(entity::sync_run::Column::TenantId.eq(tenant_id))
+        .filter(entity::sync_run::Column::Period.eq(period.to_string()))
+        .filter(entity::sync_run::Column::DryRun.eq(true))
+        .one(db)
+        .await?;
+    match existing {
+        Some(run) => report.dry_run_id = Some(run.id),
+        None => {
+            let run = accepted("dry run", service::sync::run_monthly_sync(db, queue, p, period, None, true, today).await?)?;
+            report.dry_run_id = Some(run.id);
+            report.dry_run_started = true;
+        }
+    }
+    Ok(())
+}
+
+/// The placeholder ConnectWise connection with consumption sync on, configured once (a later
+/// `--demo` keeps what the user changed since).
+async fn configure_connectwise(
+    db: &DatabaseConnection,
+    settings: &Settings,
+    secrets: Option<&SecretBox>,
+    http: &reqwest::Client,
+    p: &Principal,
+) -> Result<(), DemoError> {
+    if service::settings::get(db, p.tenant_id).await?.is_some() {
+        return Ok(());
+    }
+    let secrets = secrets.ok_or(DemoError::NoSecretsKey)?;
+    // The site guard resolves the host to refuse internal addresses (SSRF); a name under
+    // `.invalid` never resolves, so the check would only refuse the placeholder. Skip it for this
+    // one call: nothing can be reached through it.
+    let mut placeholder = settings.clone();
+    placeholder.cw_allow_http = true;
+    let access = service::settings::CwAccess { settings: &placeholder, secrets: Some(secrets), http };
+    let input = service::settings::SettingsInput {
+        site_url: DEMO_SITE_URL.into(),
+        company_id: "demomsp".into(),
+        public_key: "demo-public-key".into(),
+        private_key: Some(SecretString::from("demo-private-key-placeholder")),
+        // Given, so that nothing tries to discover it from the placeholder site.
+        codebase: Some("v2025_1".into()),
+        ticket_board_id: 1,
+        ticket_team_id: 11,
+        ticket_status_id: 21,
+        ticket_type_id: Some(31),
+        ticket_subtype_id: Some(41),
+        consumption_sync_enabled: Some(true),
+    };
+    accepted("ConnectWise settings", service::settings::configure(db, &access, p, input).await?)?;
+    Ok(())
+}
+
+/// The catalog cache a refresh would have written (upserts: a second run changes nothing).
+async fn write_catalog(db: &DatabaseConnection, tenant_id: i64) -> Result<(), DemoError> {
+    use entity::{cw_addition, cw_agreement, cw_board, cw_board_item, cw_company};
+    let now = Utc::now();
+    let companies =
+        CUSTOMERS.iter().filter_map(|c| c.company).map(|co| (co, "Active")).chain(std::iter::once((INACTIVE_COMPANY, "Inactive"))).map(
+            |((id, identifier, name), status)| cw_company::ActiveModel {
+                tenant_id: Set(tenant_id),
+                id: Set(id),
+                identifier: Set(identifier.into()),
+                name: Set(name.into()),
+                status: Set(status.into()),
+                refreshed_at: Set(now),
+            },
+        );
+    cw_company::Entity::insert_many(companies)
+        .on_conflict(
+            OnConflict::columns([cw_company::Column::TenantId, cw_company::Column::Id])
+                .update_columns([cw_company::Column::Identifier, cw_company::Column::Name, cw_company::Column::Status])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+
+    let year_start = NaiveDate::from_ymd_opt(Utc::now().year(), 1, 1);
+    let next_invoice = Period::of(Utc::now().date_naive()).next().first_day();
+    let mut agreements = Vec::new();
+    let mut additions = Vec::new();
+    let addition = |id: i64, agreement: i64, seq: i64, (product_id, identifier, description): (i64, &str, &str), quantity: &str| {
+        cw_addition::ActiveModel {
+            tenant_id: Set(tenant_id),
+            id: Set(id),
+            agreement_id: Set(agreement),
+            sequence_number: Set(seq),
+            product_id: Set(Some(product_id)),
+            product_identifier: Set(Some(identifier.into())),
+            description: Set(Some(description.into())),
+            quantity: Set(Some(quantity.into())),
+            effective_date: Set(year_start),
+            cancelled_date: Set(None),
+            refreshed_at: Set(now),
+        }
+    };
+    for c in CUSTOMERS {
+        let Some((company, _, name)) = c.company else { continue };
+        let agreement = agreement_id(company);
+        agreements.push(cw_agreement::ActiveModel {
+            tenant_id: Set(tenant_id),
+            id: Set(agreement),
+            company_id: Set(company),
+            name: Set(format!("{name} - Managed Backup")),
+            type_name: Set(Some("Managed Services".into())),
+            status: Set("Active".into()),
+            cancelled_flag: Set(false),
+            start_date: Set(year_start),
+            end_date: Set(None),
+            next_invoice_date: Set(Some(next_invoice)),
+            refreshed_at: Set(now),
+        });
+        additions.push(addition(addition_id(agreement, 1), agreement, 1, (6001, "MSP-MANAGED", "Managed services, flat fee"), "1"));
+        for (k, (module, usage, method)) in c.mappings.iter().enumerate() {
+            let seq = k as i64 + 2;
+            additions.push(addition(addition_id(agreement, seq), agreement, seq, product(*module, *usage, *method), "0"));
+        }
+    }
+    // Northwind's old agreement, cancelled: listed, but mappings to it are refused.
+    agreements.push(cw_agreement::ActiveModel {
+        tenant_id: Set(tenant_id),
+        id: Set(2101),
+        company_id: Set(1001),
+        name: Set("Northwind Traders - Backup 2024".into()),
+        type_name: Set(Some("Managed Services".into())),
+        status: Set("Cancelled".into()),
+        cancelled_flag: Set(true),
+        start_date: Set(NaiveDate::from_ymd_opt(2024, 1, 1)),
+        end_date: Set(NaiveDate::from_ymd_opt(2024, 12, 31)),
+        next_invoice_date: Set(None),
+        refreshed_at: Set(now),
+    });
+    additions.push(addition(addition_id(2101, 1), 2101, 1, product(EW, CloudStorage, Maximum), "1250"));
+    cw_agreement::Entity::insert_many(agreements)
+        .on_conflict(OnConflict::columns([cw_agreement::Column::TenantId, cw_agreement::Column::Id]).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await?;
+    cw_addition::Entity::insert_many(additions)
+        .on_conflict(OnConflict::columns([cw_addition::Column::TenantId, cw_addition::Column::Id]).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await?;
+
+    cw_board::Entity::insert(cw_board::ActiveModel {
+        tenant_id: Set(tenant_id),
+        id: Set(1),
+        name: Set("Billing".into()),
+        inactive: Set(false),
+        refreshed_at: Set(now),
+    })
+    .on_conflict(OnConflict::columns([cw_board::Column::TenantId, cw_board::Column::Id]).do_nothing().to_owned())
+    .exec_without_returning(db)
+    .await?;
+    let items = [
+        ("TEAM", 11, "Finance", true),
+        ("STATUS", 21, "New", true),
+        ("STATUS", 22, "In Progress", false),
+        ("STATUS", 23, "Closed", false),
+        ("TYPE", 31, "Billing", true),
+        ("SUBTYPE", 41, "Consumption", true),
+    ]
+    .into_iter()
+    .map(|(kind, id, name, default_flag)| cw_board_item::ActiveModel {
+        tenant_id: Set(tenant_id),
+        board_id: Set(1),
+        kind: Set(kind.into()),
+        id: Set(id),
+        name: Set(name.into()),
+        default_flag: Set(default_flag),
+    });
+    cw_board_item::Entity::insert_many(items)
+        .on_conflict(
+            OnConflict::columns([
+                cw_board_item::Column::TenantId,
+                cw_board_item::Column::BoardId,
+                cw_board_item::Column::Kind,
+                cw_board_item::Column::Id,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+
+    // What the refresh job records when it has filled the cache.
+    if let Some(s) = entity::cw_settings::Entity::find_by_id(tenant_id).one(db).await?
+        && s.catalog_refreshed_at.is_none()
+    {
+        let mut am = s.into_active_model();
+        am.catalog_refreshed_at = Set(Some(now));
+        am.update(db).await?;
+    }
+    Ok(())
+}
+
+/// A stable pseudo-random number for a key (splitmix64 of an FNV-1a hash): the demo's data is the
+/// same on every machine and every run.
+fn noise(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The sample of one day as a decimal string, or `None` for a day the integration did not report.
+///
+/// Users: a per-customer base that grows slowly with ±2 daily jitter (preserved users only grow);
+/// a license's first day, when it falls in the demo months, reports a quarter (a partial day). Storage (GB, three decimals):
+/// a base that grows about 0.3 % a day with ±0.5 % jitter; early-delete and LTR storage are fractions
+/// of it. About 3 % of days are missing; Fabrikam's Google Workspace and Alpine's Endpoints stop
+/// reporting two days and one day before the end of the demo month (their `LAST_DAY` falls back).
+fn daily_value(
+    c: &DemoCustomer,
+    module: ProductModule,
+    usage: UsageMetric,
+    day: NaiveDate,
+    period: Period,
+    first_day: NaiveDate,
+) -> Option<String> {
+    let key = [c.external_id, module.as_str(), usage.as_str()];
+    let day_s = day.to_string();
+    let ends_early = match (c.external_id, module, usage) {
+        ("acct-fabrikam", GWS, ActiveUsers) => Some(2),
+        ("acct-alpine", EP, PreservedUsers) => Some(1),
+        _ => None,
+    };
+    if let Some(days) = ends_early
+        && period.contains(day)
+        && day > period.last_day() - chrono::Duration::days(days)
+    {
+        return None;
+    }
+    let is_month_end = day == period.last_day() || day == period.previous().last_day();
+    if !is_month_end && noise(&[c.external_id, module.as_str(), usage.as_str(), &day_s, "gap"]) % 100 < 3 {
+        return None;
+    }
+    let n = (day - period.previous().first_day()).num_days().max(0);
+    let base = noise(&key);
+    let jitter =
+        |range: u64| -> i64 { (noise(&[c.external_id, module.as_str(), usage.as_str(), &day_s]) % (2 * range + 1)) as i64 - range as i64 };
+    match usage {
+        ActiveUsers | PreservedUsers => {
+            let (lo, span) = if usage == ActiveUsers { (12, 240) } else { (1, 18) };
+            let start = lo + (base % span) as i64;
+            // Growth of about one user per ten days per hundred users.
+            let users = if usage == ActiveUsers { start + start * n / 1000 + jitter(2) } else { start + n / 20 };
+            let users = if day == first_day && day > period.previous().first_day() { users / 4 } else { users };
+            Some(users.max(0).to_string())
+        }
+        CloudStorage | EarlyDeleteLtrStorage | LtrStorage => {
+            let share_permille: i64 = match usage {
+                CloudStorage => 1000,
+                EarlyDeleteLtrStorage => 40,
+                _ => 350,
+            };
+            // Thousandths of a GB: 180–4,980 GB of cloud storage, growing ~0.3 % a day.
+            let start = 180_000 + (base % 4_800_000) as i64;
+            let grown = start + start * 3 * n / 1000;
+            let mgb = grown * share_permille / 1000;
+            let mgb = mgb + mgb * jitter(5) / 1000;
+            Some(format!("{}.{:03}", mgb / 1000, mgb % 1000))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_edition_and_method_is_used() {
+        for m in ProductModule::ALL {
+            assert!(CUSTOMERS.iter().any(|c| c.mappings.iter().any(|(mm, _, _)| *mm == m)), "{m:?}");
+        }
+        for e in Edition::ALL {
+            assert!(CUSTOMERS.iter().any(|c| c.licenses.iter().any(|(_, ee, _)| *ee == e)), "{e:?}");
+        }
+        for i in IntervalMethod::ALL {
+            assert!(CUSTOMERS.iter().any(|c| c.mappings.iter().any(|(_, _, ii)| *ii == i)), "{i:?}");
+        }
+        assert!(CUSTOMERS.iter().any(|c| c.licenses.iter().any(|(_, _, a)| !a.is_empty())));
+    }
+
+    #[test]
+    fn mappings_are_valid_by_the_rules() {
+        for c in CUSTOMERS {
+            let mut products = std::collections::HashSet::new();
+            let mut usages = std::collections::HashSet::new();
+            for (module, usage, method) in c.mappings {
+                assert!(module.allows_usage(*usage) && module.allows_interval(*method), "{} {module:?} {usage:?} {method:?}", c.name);
+                assert!(c.licenses.iter().any(|(m, _, _)| m == module), "{} lacks a {module:?} license", c.name);
+                assert!(products.insert(product(*module, *usage, *method).0), "{}: product not unique on the agreement", c.name);
+                assert!(usages.insert((*module, *usage)), "{}: usage mapped twice", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_deterministic_valid_decimals() {
+        let period = Period::parse("2026-10").expect("period");
+        let c = &CUSTOMERS[2];
+        let day = period.first_day().with_day(5).expect("day");
+        let first = period.previous().first_day();
+        let a = daily_value(c, EW, CloudStorage, day, period, first);
+        assert_eq!(a, daily_value(c, EW, CloudStorage, day, period, first));
+        let v = a.expect("reported");
+        let (int, frac) = v.split_once('.').expect("decimal");
+        assert!(int.parse::<u64>().is_ok() && frac.len() == 3, "{v}");
+        // Fabrikam's Google Workspace users stop two days before the month's end: fallback.
+        assert_eq!(daily_value(c, GWS, ActiveUsers, period.last_day(), period, first), None);
+        assert!(daily_value(c, GWS, ActiveUsers, period.last_day() - chrono::Duration::days(2), period, first).is_some());
+    }
+}

@@ -1,0 +1,177 @@
+//! GraphQL reads: the customers page of the issue, with licenses, product mappings and each
+//! mapping's last push, on the 10,000-customer aggregation tenant; a Rust load generator keeps N
+//! connections busy for a fixed time, walking every page of the tenant (`after` cursors).
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::infra::{Api, Infra, Result, fail, token};
+use crate::report::{Row, Target};
+use crate::{Extras, Sizes};
+
+/// The issue's query, with the page cursor as a variable.
+pub fn query(first: usize) -> String {
+    format!(
+        "query($after: String) {{ customers(first: {first}, after: $after) {{ edges {{ node {{ id accountName \
+         licenses {{ productModule edition }} \
+         productMappings {{ id usage interval cwAdditionId lastPush {{ status quantity }} }} }} }} \
+         pageInfo {{ hasNextPage endCursor }} }} }}"
+    )
+}
+
+/// Request bodies, one per page of the tenant.
+async fn pages(api: &Api, tok: &str, first: usize) -> Result<Vec<Vec<u8>>> {
+    let q = query(first);
+    let mut after: Option<String> = None;
+    let mut bodies = Vec::new();
+    loop {
+        let vars = json!({ "after": after });
+        bodies.push(serde_json::to_vec(&json!({"query": q, "variables": vars}))?);
+        let data = api.gql(tok, &q, vars).await?;
+        let info = &data["customers"]["pageInfo"];
+        let edges = data["customers"]["edges"].as_array().map(|e| e.len()).unwrap_or(0);
+        if edges == 0 {
+            return fail("an empty customers page");
+        }
+        if bodies.len() == 1 {
+            let node = &data["customers"]["edges"][0]["node"];
+            let mappings = node["productMappings"].as_array().map(|m| m.len()).unwrap_or(0);
+            let with_push =
+                node["productMappings"].as_array().map(|m| m.iter().filter(|p| p["lastPush"]["status"].is_string()).count()).unwrap_or(0);
+            if mappings == 0 || with_push != mappings || node["licenses"].as_array().is_none_or(|l| l.is_empty()) {
+                return fail(format!(
+                    "the first customer lacks licenses, mappings or last pushes: {}",
+                    crate::clip(&node.to_string(), 300)
+                ));
+            }
+        }
+        if info["hasNextPage"] != json!(true) {
+            return Ok(bodies);
+        }
+        after = info["endCursor"].as_str().map(str::to_string);
+    }
+}
+
+/// What one load run measured.
+struct Load {
+    requests: usize,
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// `connections` clients, each sending the next page as soon as the previous answer is read, for `d`.
+async fn load(api: &Api, tok: &str, bodies: &[Vec<u8>], connections: usize, d: Duration) -> Result<Load> {
+    let url = format!("{}/graphql", api.base);
+    let stop = Instant::now() + d;
+    let started = Instant::now();
+    let tasks = (0..connections).map(|c| {
+        let (url, http) = (url.clone(), api.http.clone());
+        let auth = format!("Bearer {tok}");
+        let bodies = bodies.to_vec();
+        tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::with_capacity(40_000);
+            let mut i = c * 7;
+            while Instant::now() < stop {
+                let body = bodies[i % bodies.len()].clone();
+                i += 1;
+                let t = Instant::now();
+                let resp = http
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+                lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                if !status.is_success() || bytes.windows(9).any(|w| w == b"\"errors\":") {
+                    return Err(format!("a read failed ({status}): {}", crate::clip(&String::from_utf8_lossy(&bytes), 300)));
+                }
+            }
+            Ok::<_, String>(lat)
+        })
+    });
+    let mut all: Vec<u32> = Vec::new();
+    for t in futures::future::join_all(tasks).await {
+        all.extend(t.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
+        f64::from(all[i]) / 1000.0
+    };
+    Ok(Load { requests: all.len(), rate: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99), max_ms: pct(1.0) })
+}
+
+/// PostgreSQL publishes a backend's transaction counts at most once a second and, once idle, within
+/// 10 s: wait that long before reading them.
+const STATS_SETTLE: Duration = Duration::from_millis(11_500);
+
+pub async fn run(infra: &Infra, sizes: &Sizes, fake_client_id: &str, extras: &mut Extras) -> Result<Row> {
+    let mut row = Row::new(
+        &format!(
+            "GraphQL reads: customers(first: 50) page with licenses, mappings, lastPush; {} customers, {} connections, {} s",
+            crate::report::thousands(sizes.agg_customers as f64),
+            sizes.read_connections,
+            sizes.read_duration.as_secs()
+        ),
+        Target::Rate { min_rate: 1000.0, max_p99_ms: 60.0 },
+    );
+    let api = Api::start(infra, "api-reads", fake_client_id, sizes.read_connections).await?;
+    let tok = token("bench-agg", &["viewer"])?;
+    // Walking the pages once warms the API (tenant cache, prepared statements) and PostgreSQL.
+    let bodies = pages(&api, &tok, 50).await?;
+    let small = pages(&api, &tok, 10).await?;
+
+    // SQL statements per request, at two page sizes: a constant count does not grow with the page.
+    let count_statements = sizes.judge;
+    let mut per_request = Vec::new();
+    if count_statements {
+        for (label, b) in [("first: 10", &small), ("first: 50", &bodies)] {
+            tokio::time::sleep(STATS_SETTLE).await;
+            let before = infra.transactions().await?;
+            let probe = load(&api, &tok, b, 4, Duration::from_secs(2)).await?;
+            tokio::time::sleep(STATS_SETTLE).await;
+            let after = infra.transactions().await?;
+            let n = (after - before) as f64 / probe.requests as f64;
+            println!(
+                "  reads: {label}: {} requests, {} transactions in the database = {n:.2} SQL statements per request",
+                probe.requests,
+                after - before
+            );
+            per_request.push(n);
+        }
+    }
+
+    for i in 0..sizes.iterations {
+        let l = load(&api, &tok, &bodies, sizes.read_connections, sizes.read_duration).await?;
+        println!(
+            "  reads #{}: {} requests, {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            i + 1,
+            l.requests,
+            l.rate,
+            l.p50_ms,
+            l.p99_ms,
+            l.max_ms
+        );
+        row.ours.push(l.rate);
+        row.p99_ms.push(l.p99_ms);
+    }
+    if let [a, b] = per_request[..] {
+        extras.statements_per_request = Some((a, b));
+        if (a - b).abs() > 0.05 {
+            row.error = Some(format!("SQL statements per request grow with the page: {a:.2} (10) vs {b:.2} (50)"));
+        }
+    }
+    extras.read_p99_ms = Some(row.p99_ms.median());
+    extras.api_reads_rss_mib = api.child.peak_rss_kib().map(|k| k as f64 / 1024.0);
+    Ok(row)
+}
