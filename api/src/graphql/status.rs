@@ -115,16 +115,6 @@ impl StatusQuery {
             sync_run_id: id_filter(sync_run_id),
         };
         let m = service::status::push_status_counts(&a.db, p.tenant_id, &f).await.gql()?;
-        let get = |s: &str| m.get(s).copied().unwrap_or(0);
-        Ok(PushCounts {
-            total: m.values().sum(),
-            pending: get("PENDING"),
-            running: get("RUNNING"),
-            succeeded: get("SUCCEEDED"),
-            failed_retrying: get("FAILED_RETRYING"),
-            dead: get("DEAD"),
-            skipped: get("SKIPPED"),
-            cancelled: get("CANCELLED"),
-        })
+        Ok(PushCounts::from_status_counts(&m))
     }
 }

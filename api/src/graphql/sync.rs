@@ -36,6 +36,23 @@ pub struct PushCounts {
     pub cancelled: i64,
 }
 
+impl PushCounts {
+    /// From push counts keyed by stored status name (`PENDING`, …).
+    pub fn from_status_counts(m: &std::collections::HashMap<String, i64>) -> Self {
+        let get = |s: domain::PushStatus| m.get(s.as_str()).copied().unwrap_or(0);
+        PushCounts {
+            total: m.values().sum(),
+            pending: get(domain::PushStatus::Pending),
+            running: get(domain::PushStatus::Running),
+            succeeded: get(domain::PushStatus::Succeeded),
+            failed_retrying: get(domain::PushStatus::FailedRetrying),
+            dead: get(domain::PushStatus::Dead),
+            skipped: get(domain::PushStatus::Skipped),
+            cancelled: get(domain::PushStatus::Cancelled),
+        }
+    }
+}
+
 #[Object]
 impl SyncRun {
     async fn id(&self) -> ID {
@@ -80,17 +97,7 @@ impl SyncRun {
     }
     async fn counts(&self, ctx: &Context<'_>) -> async_graphql::Result<PushCounts> {
         let m = loaders(ctx)?.run_counts.load_one(self.0.id).await.map_err(load_err)?.unwrap_or_default();
-        let get = |s: &str| m.get(s).copied().unwrap_or(0);
-        Ok(PushCounts {
-            total: m.values().sum(),
-            pending: get("PENDING"),
-            running: get("RUNNING"),
-            succeeded: get("SUCCEEDED"),
-            failed_retrying: get("FAILED_RETRYING"),
-            dead: get("DEAD"),
-            skipped: get("SKIPPED"),
-            cancelled: get("CANCELLED"),
-        })
+        Ok(PushCounts::from_status_counts(&m))
     }
     /// The run's pushes, newest first.
     #[graphql(complexity = "list_cost(first, child_complexity)")]
