@@ -221,6 +221,8 @@ async fn execute(
         }
     };
     let mut request = Request::new(query).data(Loaders::new(&state.app.db, principal.tenant_id)).data(principal);
+    // Parsed once: the schema executes the document parsed above.
+    request.set_parsed_query(doc);
     if let Some(name) = operation_name {
         request = request.operation_name(name);
     }

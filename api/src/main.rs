@@ -18,6 +18,11 @@ use api::{Application, demo, embedded, startup};
 use sync_core::Settings;
 use worker::WorkerQueue;
 
+/// mimalloc: GraphQL execution and the job loop allocate many small short-lived objects, which
+/// glibc's allocator served at about a third of the CPU time under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: api [--with-worker] [--demo] | api demo | api export-schema [PATH]";
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {

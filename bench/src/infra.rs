@@ -317,3 +317,58 @@ pub fn build_binaries(workspace: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// CPU time (user + system) so far of the processes that take part in a scenario, in seconds:
+/// PostgreSQL (every `postgres` process), Redis, the given children, and this harness (load
+/// generators and the fake ConnectWise live here).
+#[derive(Clone, Debug, Default)]
+pub struct Cpu {
+    pub postgres: f64,
+    pub redis: f64,
+    pub children: f64,
+    pub harness: f64,
+}
+
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / hz.max(1.0))
+}
+
+impl Cpu {
+    pub fn now(children: &[u32]) -> Cpu {
+        let mut cpu = Cpu::default();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                match comm.trim() {
+                    "postgres" => cpu.postgres += cpu_seconds(pid).unwrap_or(0.0),
+                    "redis-server" => cpu.redis += cpu_seconds(pid).unwrap_or(0.0),
+                    _ => {}
+                }
+            }
+        }
+        cpu.children = children.iter().filter_map(|p| cpu_seconds(*p)).sum();
+        cpu.harness = cpu_seconds(std::process::id()).unwrap_or(0.0);
+        cpu
+    }
+
+    /// CPU used since `before`, per unit of work, as a one-line summary in µs.
+    pub fn per_unit_since(&self, before: &Cpu, units: f64, children_label: &str) -> String {
+        let us = |a: f64, b: f64| (a - b).max(0.0) * 1e6 / units.max(1.0);
+        format!(
+            "PostgreSQL {:.0} µs, Redis {:.0} µs, {children_label} {:.0} µs, harness {:.0} µs",
+            us(self.postgres, before.postgres),
+            us(self.redis, before.redis),
+            us(self.children, before.children),
+            us(self.harness, before.harness)
+        )
+    }
+}

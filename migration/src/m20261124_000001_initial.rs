@@ -294,7 +294,7 @@ DROP TABLE IF EXISTS cw_settings;
 DROP TABLE IF EXISTS tenants
 "#;
 
-async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
+pub(crate) async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
     let db = manager.get_connection();
     let sql = portable::render(script, manager.get_database_backend());
     for statement in portable::statements(&sql) {

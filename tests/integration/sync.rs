@@ -155,6 +155,21 @@ async fn a_full_month_reaches_connectwise_with_exact_quantities() {
         )
         .await;
     assert!(m["customer"]["productMappings"].as_array().expect("m").iter().all(|x| x["lastPush"]["status"] == "SUCCEEDED"), "{m}");
+    // The customers page reads licenses, mappings and last pushes ahead for the whole page; a
+    // single customer goes through the DataLoaders. Both must show the same.
+    const NODE: &str = "id accountName addOns licenses { productModule edition } \
+                        productMappings { id usage interval edition cwAdditionId lastPush { id status quantity } }";
+    let page = app.gql_ok(&op, &format!("{{ customers(first: 50) {{ edges {{ node {{ {NODE} }} }} }} }}"), json!({})).await;
+    let edges = page["customers"]["edges"].as_array().expect("edges");
+    assert!(!edges.is_empty());
+    for e in edges {
+        let node = &e["node"];
+        let one = app.gql_ok(&op, &format!("query($id: ID!) {{ customer(id: $id) {{ {NODE} }} }}"), json!({"id": node["id"]})).await;
+        assert_eq!(node, &one["customer"], "page vs single customer");
+    }
+    let first = &edges.iter().find(|e| e["node"]["id"] == json!(c1)).expect("c1 on the page")["node"];
+    assert!(first["productMappings"].as_array().expect("m").iter().all(|x| x["lastPush"]["status"] == "SUCCEEDED"), "{first}");
+    assert!(!first["licenses"].as_array().expect("licenses").is_empty());
     // Re-running sends nothing unchanged.
     let again = app.gql_ok(&op, RUN, json!({"p": period})).await;
     let again_id = again["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
@@ -428,18 +443,32 @@ async fn unmapping_during_a_run_cancels_that_mappings_pending_push() {
     let app =
         spawn_app_with(AppOptions { with_worker: true, env: vec![("PUSH_CONCURRENCY".into(), "1".into())], ..Default::default() }).await;
     many_mappings(&app, "acme", 3, 4).await;
-    app.fake.set_latency(std::time::Duration::from_millis(300));
+    // Each call takes 2 s: while the only push slot waits on its first call, every other push of
+    // the run stays PENDING (the queue's order does not matter).
+    app.fake.set_latency(std::time::Duration::from_secs(2));
     let (period, _) = closed_period();
     let op = token("acme", &["operator"]);
     let run = app.gql_ok(&op, RUN, json!({"p": period})).await;
     let run_id = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
+    app.wait_for(30, "a push in flight", || async {
+        let d = app
+            .gql_ok(
+                &op,
+                "query($r: ID) { pushes(syncRunId: $r, status: RUNNING, first: 10) { edges { node { id } } } }",
+                json!({"r": run_id}),
+            )
+            .await;
+        d["pushes"]["edges"].as_array().is_some_and(|e| !e.is_empty()).then_some(())
+    })
+    .await;
     // Pick a push that is still pending and delete its mapping.
-    let target = app
-        .wait_for(30, "a pending push", || async {
-            let d = app.gql_ok(&op, "query($r: ID) { pushes(syncRunId: $r, status: PENDING, first: 100) { edges { node { id cwAdditionId productMapping { id } } } } }", json!({"r": run_id})).await;
-            d["pushes"]["edges"].as_array().and_then(|e| e.iter().rev().map(|x| x["node"].clone()).find(|n| n["productMapping"]["id"].is_string()))
-        })
+    let d = app
+        .gql_ok(&op, "query($r: ID) { pushes(syncRunId: $r, status: PENDING, first: 100) { edges { node { id cwAdditionId productMapping { id } } } } }", json!({"r": run_id}))
         .await;
+    let target = d["pushes"]["edges"]
+        .as_array()
+        .and_then(|e| e.iter().map(|x| x["node"].clone()).find(|n| n["productMapping"]["id"].is_string()))
+        .expect("a pending push");
     let del = app
         .gql_ok(
             &op,
@@ -448,6 +477,7 @@ async fn unmapping_during_a_run_cancels_that_mappings_pending_push() {
         )
         .await;
     assert_eq!(del["deleteProductMapping"]["userErrors"], json!([]));
+    app.fake.set_latency(std::time::Duration::from_millis(20));
     app.wait_for_run("acme", &run_id, 120).await;
     let p = app.gql_ok(&op, "query($id: ID!) { push(id: $id) { status lastErrorCode } }", json!({"id": target["id"]})).await;
     assert_eq!(p["push"]["status"], "CANCELLED", "{p}");

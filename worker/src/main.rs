@@ -8,6 +8,11 @@ use sync_core::{Settings, crypto::SecretBox};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use worker::{RedisQueue, RedisRateLimiter, WorkerError, run_workers};
 
+/// mimalloc: GraphQL execution and the job loop allocate many small short-lived objects, which
+/// glibc's allocator served at about a third of the CPU time under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Problems reported before anything runs: log, exit 2.
 fn fail_setup(what: &str, detail: impl std::fmt::Display) -> ExitCode {
     tracing::error!("{what}: {detail}");

@@ -11,6 +11,7 @@
 use std::{fmt, time::Duration};
 
 use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_core::task::task_id::TaskId;
 use apalis_cron::Tick;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use chrono::{DateTime, Utc};
@@ -307,14 +308,93 @@ async fn push_to<T>(mut storage: RedisStorage<T>, job: T, run_at: Option<DateTim
 where
     T: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static,
 {
-    let mut task = TaskBuilder::new(job).max_attempts(crate::run::MAX_JOB_ATTEMPTS);
+    // Our own id (apalis-redis would make one up and not tell), so that an immediate job can be
+    // moved to the ready list right after the push (see `PROMOTE_ONE`).
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut task = TaskBuilder::new(job).max_attempts(crate::run::MAX_JOB_ATTEMPTS).task_id(TaskId::from_string(id.clone()));
     if let Some(at) = run_at {
         task = task.run_at_timestamp(run_at_seconds(at));
     }
     storage.push_task(task.build()).await.map_err(|e| match e {
         apalis::prelude::TaskSinkError::PushError(e) => WorkerError::Queue(e),
         other => WorkerError::Setup(format!("could not encode the job: {other}")),
-    })
+    })?;
+    if run_at.is_none() {
+        let config = storage.get_config().clone();
+        let script = redis::Script::new(PROMOTE_ONE);
+        let _: u64 = script
+            .key(config.scheduled_jobs_set())
+            .key(config.active_jobs_list())
+            .key(config.signal_list())
+            .arg(&id)
+            .invoke_async(storage.get_connection())
+            .await?;
+    }
+    Ok(())
+}
+
+/// apalis-redis 1.0 stores every pushed task, immediate ones too, in the `{queue}:scheduled` sorted
+/// set, and each fetch moves *all* due ones to the ready list with one Lua `unpack`, which fails
+/// ("too many results to unpack") beyond about 8,000 ids: a run enqueueing 20,000 pushes faster than
+/// the workers fetch wedged the push queue for good. So an immediate job is moved to the ready list
+/// at once (this script), and delayed ones that fall due together are moved a bounded batch at a
+/// time by [`RedisQueue::promote_due`] (every worker process runs it), before a fetch sees them.
+const PROMOTE_ONE: &str = r#"
+-- KEYS[1] scheduled set, KEYS[2] ready (active) list, KEYS[3] signal list; ARGV[1] task id
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+  redis.call('LPUSH', KEYS[3], 1)
+  return 1
+end
+return 0
+"#;
+
+/// Move at most ARGV[2] due tasks (score ≤ ARGV[1], unix seconds) from the scheduled set to the
+/// ready list; returns how many moved.
+const PROMOTE_DUE: &str = r#"
+-- KEYS[1] scheduled set, KEYS[2] ready (active) list, KEYS[3] signal list
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  redis.call('DEL', KEYS[3])
+  redis.call('LPUSH', KEYS[3], 1)
+end
+return #ids
+"#;
+
+/// Tasks [`RedisQueue::promote_due`] moves per script call (well below Lua's `unpack` limit).
+const PROMOTE_BATCH: u64 = 1_000;
+
+impl RedisQueue {
+    /// Move the due delayed tasks of every queue to their ready lists, [`PROMOTE_BATCH`] per Redis
+    /// call, so that apalis-redis's own promotion (all at once) never meets thousands of them (see
+    /// [`PROMOTE_ONE`]). Returns how many moved.
+    pub async fn promote_due(&self) -> Result<u64, WorkerError> {
+        let script = redis::Script::new(PROMOTE_DUE);
+        let mut conn = self.conn.clone();
+        let now = Utc::now().timestamp().max(0);
+        let mut moved = 0;
+        for kind in QUEUE_KINDS {
+            let config = queue_config(&self.prefix, kind, 1);
+            loop {
+                let n: u64 = script
+                    .key(config.scheduled_jobs_set())
+                    .key(config.active_jobs_list())
+                    .key(config.signal_list())
+                    .arg(now)
+                    .arg(PROMOTE_BATCH)
+                    .invoke_async(&mut conn)
+                    .await?;
+                moved += n;
+                if n < PROMOTE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(moved)
+    }
 }
 
 fn queue_error(err: WorkerError) -> QueueError {

@@ -66,6 +66,8 @@ const SLOW_POLL: Duration = Duration::from_secs(1);
 /// Finished apalis tasks (their payload and metadata hashes) are removed after this long.
 const FINISHED_TASK_RETENTION: Duration = Duration::from_secs(3 * 86_400);
 const VACUUM_INTERVAL: Duration = Duration::from_secs(3_600);
+/// How often delayed Redis tasks that fell due are moved to their ready lists.
+const PROMOTE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A unique name for this process: `{hostname}-{pid}-{8 hex}`. apalis-redis refuses a worker
 /// whose name was seen alive within the last minutes, so a restarted process must not reuse one.
@@ -361,6 +363,9 @@ async fn run(
     sweeps.spawn(heartbeat_loop(deps.clone(), base.clone(), stop_rx.clone()));
     sweeps.spawn(reconcile_loop(deps.clone(), stop_rx.clone()));
     sweeps.spawn(vacuum_loop(queue.clone(), stop_rx.clone()));
+    if let WorkerQueue::Redis(q) = &queue {
+        sweeps.spawn(promote_loop(q.clone(), stop_rx.clone()));
+    }
 
     // The missed-tick catch-up runs before any job is taken, and `spawn_in_process` returns after
     // it: a tenant configured right after the start is never raced by it (on SQLite, where writers
@@ -497,6 +502,23 @@ async fn vacuum_loop(queue: WorkerQueue, mut stop: watch::Receiver<bool>) {
         match queue.vacuum(FINISHED_TASK_RETENTION).await {
             Ok(removed) => tracing::debug!(removed, queue = queue.backend_name(), "finished apalis tasks removed"),
             Err(error) => tracing::warn!(?error, queue = queue.backend_name(), "could not clean up finished tasks"),
+        }
+    }
+}
+
+/// Every [`PROMOTE_INTERVAL`]: delayed Redis tasks that fell due move to their ready lists a bounded
+/// batch at a time (apalis-redis's fetch would move them all at once and fail beyond ~8,000; see
+/// [`crate::RedisQueue::promote_due`]).
+async fn promote_loop(queue: crate::RedisQueue, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(PROMOTE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            _ = interval.tick() => {}
+        }
+        if let Err(error) = queue.promote_due().await {
+            tracing::warn!(?error, "could not move due delayed jobs to their queues; the next sweep tries again");
         }
     }
 }

@@ -15,6 +15,7 @@ use super::{
     context::{Need, app, principal, today},
     enums::{Edition, IntervalMethod, ProductModule, UsageMetric},
     errors::OrGql,
+    loaders::{CustomerPrefetch, load_err, loaders},
     scalars::Date,
     types::*,
 };
@@ -101,6 +102,16 @@ impl CustomerQuery {
         let limit = page_size(first).gql()?;
         let page =
             service::customers::list_customers(&a.db, p.tenant_id, limit, after.as_deref(), search.as_deref(), mapped).await.gql()?;
+        // Read ahead what the selection asks of the page's customers: one query per relation.
+        let node = ctx.look_ahead().field("edges").field("node");
+        let mappings = node.field("productMappings");
+        let what = CustomerPrefetch {
+            licenses: node.field("licenses").exists() || node.field("addOns").exists() || mappings.field("edition").exists(),
+            mappings: mappings.exists(),
+            last_push: mappings.field("lastPush").exists(),
+        };
+        let ids: Vec<i64> = page.items.iter().map(|(_, c)| c.id).collect();
+        loaders(ctx)?.prefetch_customers(&ids, what).await.map_err(load_err)?;
         Ok(connection(page, Customer))
     }
 

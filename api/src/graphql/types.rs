@@ -110,8 +110,8 @@ impl Customer {
         &self.0.account_name
     }
     async fn licenses(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<License>> {
-        let v = loaders(ctx)?.licenses.load_one(self.0.id).await.map_err(load_err)?;
-        Ok(v.unwrap_or_default().into_iter().map(License).collect())
+        let v = loaders(ctx)?.licenses_of(self.0.id).await.map_err(load_err)?;
+        Ok(v.into_iter().map(License).collect())
     }
     /// The mapped ConnectWise company, if any.
     #[graphql(guard = "Need(Permission::Read)")]
@@ -130,13 +130,13 @@ impl Customer {
     }
     #[graphql(guard = "Need(Permission::Read)")]
     async fn product_mappings(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ProductMapping>> {
-        let v = loaders(ctx)?.mappings_of_customer.load_one(self.0.id).await.map_err(load_err)?;
-        Ok(v.unwrap_or_default().into_iter().map(ProductMapping).collect())
+        let v = loaders(ctx)?.mappings_of(self.0.id).await.map_err(load_err)?;
+        Ok(v.into_iter().map(ProductMapping).collect())
     }
     /// License add-ons across the customer's licenses (their consumption is never sent separately).
     async fn add_ons(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
-        let v = loaders(ctx)?.licenses.load_one(self.0.id).await.map_err(load_err)?;
-        let mut out: Vec<String> = v.unwrap_or_default().iter().flat_map(|l| add_ons(&l.add_ons)).collect();
+        let v = loaders(ctx)?.licenses_of(self.0.id).await.map_err(load_err)?;
+        let mut out: Vec<String> = v.iter().flat_map(|l| add_ons(&l.add_ons)).collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -319,8 +319,8 @@ impl ProductMapping {
     }
     /// The edition of the customer's license for this module.
     async fn edition(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<enums::Edition>> {
-        let v = loaders(ctx)?.licenses.load_one(self.0.customer_id).await.map_err(load_err)?;
-        let lic = v.unwrap_or_default().into_iter().find(|l| l.product_module == self.0.product_module);
+        let v = loaders(ctx)?.licenses_of(self.0.customer_id).await.map_err(load_err)?;
+        let lic = v.into_iter().find(|l| l.product_module == self.0.product_module);
         lic.map(|l| parse_stored::<domain::Edition>(&l.edition).map(Into::into)).transpose()
     }
     async fn usage(&self) -> async_graphql::Result<enums::UsageMetric> {
@@ -357,7 +357,7 @@ impl ProductMapping {
     }
     /// The latest (non-dry-run) push of this mapping.
     async fn last_push(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Push>> {
-        Ok(loaders(ctx)?.last_push.load_one(self.0.id).await.map_err(load_err)?.map(Push))
+        Ok(loaders(ctx)?.last_push_of(self.0.id).await.map_err(load_err)?.map(Push))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at

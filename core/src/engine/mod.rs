@@ -293,6 +293,17 @@ pub(crate) async fn run_counts<C: ConnectionTrait>(c: &C, run_id: i64) -> Result
 /// push at update time), so when several workers finish the last pushes together exactly one wins.
 /// Call it after committing the push's own change, so the last committer sees every other one.
 pub(crate) async fn finish_run_if_done<C: ConnectionTrait>(c: &C, run_id: i64, now: DateTime<Utc>) -> Result<bool, DbErr> {
+    // Called after every final push: while any push is open, stop at the first one found
+    // (ix_pushes_run) instead of counting the whole run each time.
+    let open = sql::query(
+        c,
+        &format!("SELECT 1 AS open FROM pushes WHERE sync_run_id = $1 AND status IN {} LIMIT 1", sql::NON_FINAL_SQL),
+        vec![run_id.into()],
+    )
+    .await?;
+    if !open.is_empty() {
+        return Ok(false);
+    }
     let counts = run_counts(c, run_id).await?;
     if counts.non_final > 0 {
         return Ok(false);

@@ -70,26 +70,67 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Run one attempt of push `push_id` (job `Push`).
+///
+/// Database round trips are what an attempt costs beside its two HTTP calls, so: the claim also
+/// reads the tenant's settings and the cached company (one statement on PostgreSQL), the attempt
+/// rows are written together with the outcome (one transaction; one statement for a success on
+/// PostgreSQL), and the run is checked for completion with an index probe.
 pub async fn attempt_push(deps: &EngineDeps, push_id: i64) -> Result<(), EngineError> {
     let now = deps.clock.now();
-    let Some(p) = claim(deps, push_id, now).await? else {
+    let Some((p, context)) = claim(deps, push_id, now).await? else {
         return requeue_if_not_due(deps, push_id, now).await;
     };
-    let outcome = run_attempt(deps, &p).await?;
-    apply_outcome(deps, &p, outcome).await
+    let mut calls = Vec::new();
+    let outcome = run_attempt(deps, &p, context, &mut calls).await?;
+    apply_outcome(deps, &p, outcome, calls).await
+}
+
+/// What an attempt needs besides the push row, read with the claim.
+struct Context {
+    settings: Option<entity::cw_settings::Model>,
+    /// The company's status in the catalog cache; `None` when it is not cached.
+    company_status: Option<String>,
 }
 
 /// `PENDING`/`FAILED_RETRYING` and due → `RUNNING`, counting the attempt. Only one worker wins.
-async fn claim(deps: &EngineDeps, push_id: i64, now: DateTime<Utc>) -> Result<Option<push::Model>, DbErr> {
-    let stmt = sql::stmt(
-        &deps.db,
-        "UPDATE pushes SET status = 'RUNNING', attempts = attempts + 1, updated_at = $2 \
+async fn claim(deps: &EngineDeps, push_id: i64, now: DateTime<Utc>) -> Result<Option<(push::Model, Context)>, DbErr> {
+    const CLAIM: &str = "UPDATE pushes SET status = 'RUNNING', attempts = attempts + 1, updated_at = $2 \
          WHERE id = $1 AND status IN ('PENDING', 'FAILED_RETRYING') \
            AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
-         RETURNING *",
-        vec![push_id.into(), now.into()],
-    );
-    push::Model::find_by_statement(stmt).one(&deps.db).await
+         RETURNING *";
+    if sql::is_pg(&deps.db) {
+        use sea_orm::{IdenStatic, Iterable};
+        let settings_cols =
+            entity::cw_settings::Column::iter().map(|c| format!("s.{0} AS s_{0}", c.as_str())).collect::<Vec<_>>().join(", ");
+        let row = sql::query(
+            &deps.db,
+            &format!(
+                "WITH claimed AS ({CLAIM}) \
+                 SELECT claimed.*, {settings_cols}, c.status AS company_status \
+                 FROM claimed \
+                 LEFT JOIN cw_settings s ON s.tenant_id = claimed.tenant_id \
+                 LEFT JOIN cw_companies c ON c.tenant_id = claimed.tenant_id AND c.id = claimed.cw_company_id"
+            ),
+            vec![push_id.into(), now.into()],
+        )
+        .await?
+        .into_iter()
+        .next();
+        let Some(row) = row else { return Ok(None) };
+        let p = push::Model::from_query_result(&row, "")?;
+        let settings = match row.try_get::<Option<i64>>("", "s_tenant_id")? {
+            Some(_) => Some(entity::cw_settings::Model::from_query_result(&row, "s_")?),
+            None => None,
+        };
+        let company_status = row.try_get::<Option<String>>("", "company_status")?;
+        return Ok(Some((p, Context { settings, company_status })));
+    }
+    let Some(p) = push::Model::find_by_statement(sql::stmt(&deps.db, CLAIM, vec![push_id.into(), now.into()])).one(&deps.db).await? else {
+        return Ok(None);
+    };
+    let settings = entity::cw_settings::Entity::find_by_id(p.tenant_id).one(&deps.db).await?;
+    let company_status = entity::cw_company::Entity::find_by_id((p.tenant_id, p.cw_company_id)).one(&deps.db).await?.map(|c| c.status);
+    Ok(Some((p, Context { settings, company_status })))
 }
 
 /// The claim failed: if the push is merely not due yet (an early duplicate delivery), make sure a
@@ -105,9 +146,9 @@ async fn requeue_if_not_due(deps: &EngineDeps, push_id: i64, now: DateTime<Utc>)
     Ok(())
 }
 
-async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, EngineError> {
+async fn run_attempt(deps: &EngineDeps, p: &push::Model, context: Context, calls: &mut Vec<AttemptRow>) -> Result<Outcome, EngineError> {
     let now = deps.clock.now();
-    let Some(settings) = entity::cw_settings::Entity::find_by_id(p.tenant_id).one(&deps.db).await? else {
+    let Some(settings) = context.settings else {
         return Ok(dead_local(codes::CONSUMPTION_SYNC_DISABLED, "ConnectWise is not configured for this tenant", false));
     };
     if !settings.consumption_sync_enabled {
@@ -133,7 +174,7 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
         Err(ClientError::Unusable(reason)) => return Ok(dead_local(engine_codes::CW_NOT_CONFIGURED, &reason, false)),
     };
 
-    if let Some(outcome) = check_company(deps, p, &client).await? {
+    if let Some(outcome) = check_company(deps, p, &client, context.company_status, calls).await? {
         return Ok(outcome);
     }
 
@@ -145,7 +186,7 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
         Err(e) => {
             close_gate_on_429(deps, p.tenant_id, &e).await;
             let outcome = classify(&e, codes::ADDITION_NOT_FOUND);
-            record_attempt(deps, p, STEP_GET_ADDITION, started, &CallInfo::of_error(&e), None, &outcome).await?;
+            calls.push(attempt_row(p, STEP_GET_ADDITION, started, &CallInfo::of_error(&e), None, &outcome));
             return Ok(outcome);
         }
         Ok(resp) => {
@@ -154,16 +195,14 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
             let problem = addition_problem(&resp.body, p.cw_product_id, today);
             let outcome =
                 problem.map(|(code, message)| Outcome::Dead { code: code.to_string(), message, call: call.clone(), ticket: true });
-            record_attempt(
-                deps,
+            calls.push(attempt_row(
                 p,
                 STEP_GET_ADDITION,
                 started,
                 &call,
                 resp.body.quantity_i64(),
                 outcome.as_ref().unwrap_or(&Outcome::Succeeded(call.clone())),
-            )
-            .await?;
+            ));
             if let Some(outcome) = outcome {
                 return Ok(outcome);
             }
@@ -176,7 +215,7 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
         Err(e) => {
             close_gate_on_429(deps, p.tenant_id, &e).await;
             let outcome = classify(&e, codes::ADDITION_NOT_FOUND);
-            record_attempt(deps, p, STEP_PATCH, started, &CallInfo::of_error(&e), Some(quantity), &outcome).await?;
+            calls.push(attempt_row(p, STEP_PATCH, started, &CallInfo::of_error(&e), Some(quantity), &outcome));
             outcome
         }
         Ok(resp) => {
@@ -197,7 +236,7 @@ async fn run_attempt(deps: &EngineDeps, p: &push::Model) -> Result<Outcome, Engi
                     rate_limited: false,
                 }
             };
-            record_attempt(deps, p, STEP_PATCH, started, &call_of(&outcome), Some(quantity), &outcome).await?;
+            calls.push(attempt_row(p, STEP_PATCH, started, &call_of(&outcome), Some(quantity), &outcome));
             outcome
         }
     };
@@ -224,11 +263,17 @@ fn dead_local(code: &str, message: &str, ticket: bool) -> Outcome {
     Outcome::Dead { code: code.to_string(), message: message.to_string(), call: CallInfo::default(), ticket }
 }
 
-/// The company of the push must be Active: from the catalog cache, or asked when not cached.
-async fn check_company(deps: &EngineDeps, p: &push::Model, client: &CwClient) -> Result<Option<Outcome>, EngineError> {
-    let cached = entity::cw_company::Entity::find_by_id((p.tenant_id, p.cw_company_id)).one(&deps.db).await?;
+/// The company of the push must be Active: from the catalog cache (read with the claim), or asked
+/// when not cached.
+async fn check_company(
+    deps: &EngineDeps,
+    p: &push::Model,
+    client: &CwClient,
+    cached: Option<String>,
+    calls: &mut Vec<AttemptRow>,
+) -> Result<Option<Outcome>, EngineError> {
     let status = match cached {
-        Some(c) => c.status,
+        Some(status) => status,
         None => {
             deps.rate.acquire(p.tenant_id).await;
             let started = deps.clock.now();
@@ -236,7 +281,7 @@ async fn check_company(deps: &EngineDeps, p: &push::Model, client: &CwClient) ->
                 Err(e) => {
                     close_gate_on_429(deps, p.tenant_id, &e).await;
                     let outcome = classify(&e, codes::COMPANY_NOT_ACTIVE);
-                    record_attempt(deps, p, STEP_GET_COMPANY, started, &CallInfo::of_error(&e), None, &outcome).await?;
+                    calls.push(attempt_row(p, STEP_GET_COMPANY, started, &CallInfo::of_error(&e), None, &outcome));
                     return Ok(Some(outcome));
                 }
                 Ok(resp) => {
@@ -251,16 +296,14 @@ async fn check_company(deps: &EngineDeps, p: &push::Model, client: &CwClient) ->
                         resp.body.status.as_ref().and_then(|s| s.name.clone()).unwrap_or_default()
                     };
                     let outcome = company_problem(&status, p.cw_company_id, &call);
-                    record_attempt(
-                        deps,
+                    calls.push(attempt_row(
                         p,
                         STEP_GET_COMPANY,
                         started,
                         &call,
                         None,
                         outcome.as_ref().unwrap_or(&Outcome::Succeeded(call.clone())),
-                    )
-                    .await?;
+                    ));
                     return Ok(outcome);
                 }
             }
@@ -322,16 +365,15 @@ fn classify(e: &CwError, not_found_code: &str) -> Outcome {
     }
 }
 
-/// One `push_attempts` row per HTTP call.
-async fn record_attempt(
-    deps: &EngineDeps,
+/// One `push_attempts` row per HTTP call, written with the attempt's outcome.
+fn attempt_row(
     p: &push::Model,
     step: &str,
     started_at: DateTime<Utc>,
     call: &CallInfo,
     quantity: Option<i64>,
     outcome: &Outcome,
-) -> Result<(), DbErr> {
+) -> AttemptRow {
     let (result, code, message) = match outcome {
         Outcome::Succeeded(_) | Outcome::Deferred { .. } => ("OK", None, None),
         Outcome::Dead { code, message, call, .. } if call.http_status.is_some_and(|s| (200..300).contains(&s)) => {
@@ -341,24 +383,147 @@ async fn record_attempt(
         Outcome::AuthFailed { message, .. } => ("ERROR", Some(codes::CW_AUTH_FAILED.to_string()), Some(message.clone())),
         Outcome::Retry { code, message, .. } => ("ERROR", Some(code.clone()), Some(message.clone())),
     };
-    push_attempt::Entity::insert(push_attempt::ActiveModel {
-        push_id: Set(p.id),
-        tenant_id: Set(p.tenant_id),
-        attempt_no: Set(p.attempts),
-        step: Set(step.to_string()),
-        started_at: Set(started_at),
-        duration_ms: Set(call.duration_ms),
-        http_status: Set(call.http_status.map(i32::from)),
-        request_id: Set(call.request_id.clone()),
-        quantity: Set(quantity),
-        outcome: Set(result.to_string()),
-        error_code: Set(code),
-        error_message: Set(message),
+    AttemptRow {
+        push_id: p.id,
+        tenant_id: p.tenant_id,
+        attempt_no: p.attempts,
+        step: step.to_string(),
+        started_at,
+        duration_ms: call.duration_ms,
+        http_status: call.http_status.map(i32::from),
+        request_id: call.request_id.clone(),
+        quantity,
+        outcome: result.to_string(),
+        error_code: code,
+        error_message: message,
+    }
+}
+
+/// A `push_attempts` row not written yet.
+#[derive(Debug)]
+struct AttemptRow {
+    push_id: i64,
+    tenant_id: i64,
+    attempt_no: i32,
+    step: String,
+    started_at: DateTime<Utc>,
+    duration_ms: i64,
+    http_status: Option<i32>,
+    request_id: Option<String>,
+    quantity: Option<i64>,
+    outcome: String,
+    error_code: Option<String>,
+    error_message: Option<String>,
+}
+
+/// The attempt's rows, in call order (so ids follow the calls).
+async fn write_attempts<C: ConnectionTrait>(c: &C, calls: Vec<AttemptRow>) -> Result<(), DbErr> {
+    if calls.is_empty() {
+        return Ok(());
+    }
+    let rows = calls.into_iter().map(|a| push_attempt::ActiveModel {
+        push_id: Set(a.push_id),
+        tenant_id: Set(a.tenant_id),
+        attempt_no: Set(a.attempt_no),
+        step: Set(a.step),
+        started_at: Set(a.started_at),
+        duration_ms: Set(a.duration_ms),
+        http_status: Set(a.http_status),
+        request_id: Set(a.request_id),
+        quantity: Set(a.quantity),
+        outcome: Set(a.outcome),
+        error_code: Set(a.error_code),
+        error_message: Set(a.error_message),
         ..Default::default()
-    })
-    .exec_without_returning(&deps.db)
-    .await?;
+    });
+    push_attempt::Entity::insert_many(rows).exec_without_returning(c).await?;
     Ok(())
+}
+
+/// PostgreSQL, the common case: a successful attempt's rows, the push's `SUCCEEDED`, the mapping's
+/// `stale = FALSE` and the audit entry in one statement (atomic like the transaction it replaces).
+/// Returns whether the push was still `RUNNING` (false: the result is discarded, rows still kept).
+async fn succeed_in_one_statement(
+    deps: &EngineDeps,
+    p: &push::Model,
+    call: &CallInfo,
+    calls: Vec<AttemptRow>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    use sql::{Col, RowSet};
+    let n = calls.len();
+    let mut cols = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut more = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for a in calls {
+        cols.0.push(a.push_id);
+        cols.1.push(a.tenant_id);
+        cols.2.push(a.attempt_no);
+        cols.3.push(a.step);
+        cols.4.push(a.started_at);
+        cols.5.push(a.duration_ms);
+        cols.6.push(a.http_status.map(i64::from));
+        more.0.push(a.request_id);
+        more.1.push(a.quantity);
+        more.2.push(a.outcome);
+        more.3.push(a.error_code);
+        more.4.push(a.error_message);
+    }
+    let rows = RowSet::new()
+        .col("push_id", Col::I64(cols.0))
+        .col("tenant_id", Col::I64(cols.1))
+        .col("attempt_no", Col::I32(cols.2))
+        .col("step", Col::Text(cols.3))
+        .col("started_at", Col::Ts(cols.4))
+        .col("duration_ms", Col::I64(cols.5))
+        .col("http_status", Col::OptI64(cols.6))
+        .col("request_id", Col::OptText(more.0))
+        .col("quantity", Col::OptI64(more.1))
+        .col("outcome", Col::Text(more.2))
+        .col("error_code", Col::OptText(more.3))
+        .col("error_message", Col::OptText(more.4));
+    let mut values: Vec<Value> = vec![
+        p.id.into(),
+        now.into(),
+        call.http_status.map(i32::from).into(),
+        p.tenant_id.into(),
+        Utc::now().into(),
+        json!({"status": "RUNNING"}).to_string().into(),
+        json!({"status": "SUCCEEDED"}).to_string().into(),
+        detail(p, call, None).to_string().into(),
+    ];
+    let attempts = match rows.ctes(deps.db.get_database_backend(), "a", values.len() + 1).pop() {
+        Some((cte, v)) => {
+            values.extend(v);
+            format!("{cte}, att AS (INSERT INTO push_attempts ({cols}) SELECT {cols} FROM a), ", cols = rows.column_list())
+        }
+        None => String::new(),
+    };
+    let kept = sql::query(
+        &deps.db,
+        &format!(
+            "WITH {attempts}\
+             up AS (UPDATE pushes SET status = 'SUCCEEDED', finished_at = $2, updated_at = $2, next_attempt_at = NULL, \
+                      last_http_status = $3, last_error_code = NULL, last_error = NULL \
+                    WHERE id = $1 AND status = 'RUNNING' RETURNING id, product_mapping_id), \
+             pm AS (UPDATE product_mappings SET stale = FALSE WHERE id = (SELECT product_mapping_id FROM up) AND stale = TRUE), \
+             au AS (INSERT INTO audit_log (tenant_id, at, actor, action, entity_type, entity_id, before, after, detail) \
+                    SELECT $4, $5, '{actor}', 'push.succeeded', 'push', CAST(up.id AS TEXT), CAST($6 AS JSONB), CAST($7 AS JSONB), \
+                           CAST($8 AS JSONB) FROM up) \
+             SELECT COUNT(*) AS kept FROM up",
+            actor = crate::audit::SYSTEM_ACTOR
+        ),
+        values,
+    )
+    .await?;
+    Ok(kept.first().map(|r| r.try_get::<i64>("", "kept")).transpose()?.unwrap_or(0) == 1)
 }
 
 fn detail(p: &push::Model, call: &CallInfo, code: Option<&str>) -> serde_json::Value {
@@ -403,7 +568,7 @@ async fn leave_running<C: ConnectionTrait>(c: &C, push_id: i64, set: &str, mut v
     Ok(n == 1)
 }
 
-async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome) -> Result<(), EngineError> {
+async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, calls: Vec<AttemptRow>) -> Result<(), EngineError> {
     let now = deps.clock.now();
     let policy = deps.settings.backoff_policy();
     // Exhausted budgets turn a retryable failure into a dead push with the last error's code.
@@ -422,7 +587,19 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome) -> 
         other => other,
     };
 
+    if let Outcome::Succeeded(call) = &outcome
+        && sql::is_pg(&deps.db)
+    {
+        if succeed_in_one_statement(deps, p, call, calls, now).await? {
+            super::finish_run_if_done(&deps.db, p.sync_run_id, now).await?;
+        } else {
+            discarded(&deps.db, p, &outcome).await?;
+        }
+        return Ok(());
+    }
+
     let txn = sql::begin_write(&deps.db).await?;
+    write_attempts(&txn, calls).await?;
     let mut follow_up: Option<(Job, Option<DateTime<Utc>>)> = None;
     let mut final_state = false;
     let kept = match &outcome {
@@ -523,23 +700,7 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome) -> 
         }
     };
     if !kept {
-        // A concurrent unmap or reconciliation moved the row: keep its state, note what we did.
-        let call = call_of(&outcome);
-        crate::audit::record(
-            &txn,
-            crate::audit::AuditRecord {
-                tenant_id: p.tenant_id,
-                actor: crate::audit::SYSTEM_ACTOR,
-                action: "push.result_discarded",
-                entity_type: "push",
-                entity_id: p.id.to_string(),
-                before: None,
-                after: None,
-                detail: Some(json!({"outcome": format!("{outcome:?}").chars().take(500).collect::<String>(), "http_status": call.http_status, "request_id": call.request_id})),
-            },
-        )
-        .await?;
-        tracing::info!(push_id = p.id, "push changed state during its attempt; result discarded");
+        discarded(&txn, p, &outcome).await?;
     }
     txn.commit().await?;
 
@@ -552,6 +713,27 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome) -> 
     if final_state {
         super::finish_run_if_done(&deps.db, p.sync_run_id, now).await?;
     }
+    Ok(())
+}
+
+/// A concurrent unmap or reconciliation moved the row: keep its state, note what we did.
+async fn discarded<C: ConnectionTrait>(c: &C, p: &push::Model, outcome: &Outcome) -> Result<(), DbErr> {
+    let call = call_of(outcome);
+    crate::audit::record(
+        c,
+        crate::audit::AuditRecord {
+            tenant_id: p.tenant_id,
+            actor: crate::audit::SYSTEM_ACTOR,
+            action: "push.result_discarded",
+            entity_type: "push",
+            entity_id: p.id.to_string(),
+            before: None,
+            after: None,
+            detail: Some(json!({"outcome": format!("{outcome:?}").chars().take(500).collect::<String>(), "http_status": call.http_status, "request_id": call.request_id})),
+        },
+    )
+    .await?;
+    tracing::info!(push_id = p.id, "push changed state during its attempt; result discarded");
     Ok(())
 }
 

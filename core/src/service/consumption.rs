@@ -275,58 +275,80 @@ struct Correction {
 const UPSERT_CONFLICT: &str = "ON CONFLICT (customer_id, product_module, usage, day) DO UPDATE SET value_micros = EXCLUDED.value_micros \
      WHERE consumption_samples.value_micros <> EXCLUDED.value_micros";
 
-/// PostgreSQL: the whole batch in one round trip. The `old` CTE reads the previous values from the
-/// statement's snapshot (before the insert), so corrections come back with their old value.
+/// PostgreSQL: first insert the batch with `ON CONFLICT DO NOTHING` (new days, the common case: one
+/// statement, no look-up of old values). Only when some days already existed: lock those whose value
+/// changed and read their old values (an index probe per sample, forced by `LATERAL`: a hash join
+/// would read the whole table for every batch), then update just those. Arrays bind the batch
+/// (`UNNEST`): a handful of parameters whatever its size.
 async fn upsert_postgres<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRows) -> Result<(u64, Vec<Correction>), DbErr> {
-    let result = sql::query(
+    const INPUT: &str = "UNNEST($1::int8[], $2::text[], $3::text[], $4::date[], $5::int8[]) \
+                         AS i(customer_id, product_module, usage, day, value_micros)";
+    let n = rows.customer.len() as u64;
+    let arrays = |r: &SampleRows| {
+        vec![
+            Value::from(r.customer.clone()),
+            Value::from(r.module.clone()),
+            Value::from(r.usage.clone()),
+            Value::from(r.day.clone()),
+            Value::from(r.value.clone()),
+        ]
+    };
+    let mut values = arrays(&rows);
+    values.push(tenant_id.into());
+    let inserted = sql::exec(
         c,
         &format!(
-            "WITH input AS ( \
-               SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::date[], $5::int8[]) \
-                 AS i(customer_id, product_module, usage, day, value_micros)), \
-             old AS ( \
-               SELECT s.customer_id, s.product_module, s.usage, s.day, s.value_micros FROM consumption_samples s \
-               JOIN input i ON s.customer_id = i.customer_id AND s.product_module = i.product_module \
-                           AND s.usage = i.usage AND s.day = i.day), \
-             up AS ( \
-               INSERT INTO consumption_samples (tenant_id, customer_id, product_module, usage, day, value_micros) \
-               SELECT $6, customer_id, product_module, usage, day, value_micros FROM input \
-               {UPSERT_CONFLICT} \
-               RETURNING customer_id, product_module, usage, day, value_micros) \
-             SELECT 'C' AS kind, up.customer_id, up.product_module, up.usage, up.day, old.value_micros AS old_value, \
-                    up.value_micros AS new_value, CAST(0 AS BIGINT) AS n \
-             FROM up JOIN old ON old.customer_id = up.customer_id AND old.product_module = up.product_module \
-                             AND old.usage = up.usage AND old.day = up.day \
-             UNION ALL \
-             SELECT 'N', NULL, NULL, NULL, NULL, NULL, NULL, COUNT(*) FROM up \
-             WHERE NOT EXISTS (SELECT 1 FROM old WHERE old.customer_id = up.customer_id AND old.product_module = up.product_module \
-                               AND old.usage = up.usage AND old.day = up.day)"
+            "INSERT INTO consumption_samples (tenant_id, customer_id, product_module, usage, day, value_micros) \
+             SELECT $6, i.* FROM {INPUT} \
+             ON CONFLICT (customer_id, product_module, usage, day) DO NOTHING"
         ),
-        vec![
-            Value::from(rows.customer),
-            Value::from(rows.module),
-            Value::from(rows.usage),
-            Value::from(rows.day),
-            Value::from(rows.value),
-            tenant_id.into(),
-        ],
+        values,
     )
     .await?;
-    let mut inserted = 0;
-    let mut corrections = Vec::new();
-    for r in result {
-        if r.try_get::<String>("", "kind")? == "N" {
-            inserted = u64::try_from(r.try_get::<i64>("", "n")?).unwrap_or(0);
-        } else {
-            corrections.push(Correction {
-                customer_id: r.try_get("", "customer_id")?,
-                module: r.try_get("", "product_module")?,
-                usage: r.try_get("", "usage")?,
-                day: r.try_get("", "day")?,
-                old: r.try_get("", "old_value")?,
-                new: r.try_get("", "new_value")?,
-            });
-        }
+    if inserted == n {
+        return Ok((inserted, Vec::new()));
+    }
+    let found = sql::query(
+        c,
+        &format!(
+            "SELECT i.customer_id, i.product_module, i.usage, i.day, s.value_micros AS old_value, i.value_micros AS new_value \
+             FROM {INPUT} \
+             CROSS JOIN LATERAL (SELECT value_micros FROM consumption_samples s \
+               WHERE s.customer_id = i.customer_id AND s.product_module = i.product_module AND s.usage = i.usage \
+                 AND s.day = i.day AND s.value_micros <> i.value_micros \
+               FOR UPDATE) s"
+        ),
+        arrays(&rows),
+    )
+    .await?;
+    let mut corrections = Vec::with_capacity(found.len());
+    for r in found {
+        corrections.push(Correction {
+            customer_id: r.try_get("", "customer_id")?,
+            module: r.try_get("", "product_module")?,
+            usage: r.try_get("", "usage")?,
+            day: r.try_get("", "day")?,
+            old: r.try_get("", "old_value")?,
+            new: r.try_get("", "new_value")?,
+        });
+    }
+    if !corrections.is_empty() {
+        let changed = SampleRows {
+            customer: corrections.iter().map(|c| c.customer_id).collect(),
+            module: corrections.iter().map(|c| c.module.clone()).collect(),
+            usage: corrections.iter().map(|c| c.usage.clone()).collect(),
+            day: corrections.iter().map(|c| c.day).collect(),
+            value: corrections.iter().map(|c| c.new).collect(),
+        };
+        sql::exec(
+            c,
+            &format!(
+                "UPDATE consumption_samples s SET value_micros = i.value_micros FROM {INPUT} \
+                 WHERE s.customer_id = i.customer_id AND s.product_module = i.product_module AND s.usage = i.usage AND s.day = i.day"
+            ),
+            arrays(&changed),
+        )
+        .await?;
     }
     Ok((inserted, corrections))
 }
