@@ -244,3 +244,35 @@ async fn release_workers_requeues_in_flight_jobs_and_deregisters_only_ours() {
     let other: u64 = conn.scard(format!("{p}:push:inflight:host-2-bbbb:push")).await.expect("scard");
     assert_eq!(other, 1, "another process's in-flight jobs are not touched");
 }
+
+/// apalis-redis's own fetch moves every due job to the ready list with one Lua `unpack`, which fails
+/// beyond ~8,000 ids (a run enqueueing 20,000 pushes wedged its queue). Immediate jobs therefore go
+/// straight to the ready list, and due delayed jobs are moved by `promote_due` in bounded batches.
+#[tokio::test]
+async fn thousands_of_due_jobs_reach_the_ready_list_in_bounded_batches() {
+    use futures::StreamExt;
+    let (q, cleanup) = queue("promote").await;
+    let n: i64 = 9_000;
+    let results: Vec<_> =
+        futures::stream::iter(1..=n).map(|push_id| q.enqueue(Job::Push(PushJob { push_id }))).buffer_unordered(64).collect().await;
+    assert!(results.iter().all(Result::is_ok));
+    let due = Utc::now() - chrono::Duration::seconds(5);
+    let results: Vec<_> = futures::stream::iter(n + 1..=2 * n)
+        .map(|push_id| q.enqueue_at(Job::Push(PushJob { push_id }), due))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+
+    let mut conn = connect_redis(REDIS_URL).await.expect("redis");
+    let active = format!("{}:push:active", cleanup.prefix);
+    let scheduled = format!("{}:push:scheduled", cleanup.prefix);
+    let ready: u64 = conn.llen(&active).await.expect("llen");
+    let waiting: u64 = conn.zcard(&scheduled).await.expect("zcard");
+    assert_eq!((ready, waiting), (n as u64, n as u64), "immediate jobs are ready at once, delayed ones wait");
+
+    assert_eq!(q.promote_due().await.expect("promote"), n as u64);
+    let ready: u64 = conn.llen(&active).await.expect("llen");
+    let waiting: u64 = conn.zcard(&scheduled).await.expect("zcard");
+    assert_eq!((ready, waiting), (2 * n as u64, 0));
+}

@@ -404,3 +404,50 @@ async fn sql_statistics_match_the_reference_aggregation() {
         }
     }
 }
+
+/// A run that leaves many pushes pending while the planner's statistics still say "none in flight"
+/// (here: analysed while `pushes` was empty) refreshes them, so the per-push statements are planned
+/// on the primary key and not on a full scan of the in-flight index (`refresh_push_statistics`).
+#[tokio::test]
+async fn a_large_run_refreshes_stale_push_statistics() {
+    let app = spawn(Backend::Postgres).await;
+    let t = app.tenant_id;
+    let customers = 600;
+    app.exec(&format!(
+        "INSERT INTO customers (tenant_id, external_id, account_name, created_at, updated_at) \
+         SELECT {t}, 's' || g, 'Customer ' || g, now(), now() FROM generate_series(1, {customers}) g"
+    ))
+    .await;
+    app.exec(&format!(
+        "INSERT INTO customer_mappings (tenant_id, customer_id, cw_company_id, created_at, updated_at) \
+         SELECT {t}, id, 700000 + id, now(), now() FROM customers WHERE tenant_id = {t}"
+    ))
+    .await;
+    app.exec(&format!(
+        "INSERT INTO licenses (tenant_id, customer_id, product_module, edition, provisioned_on, add_ons) \
+         SELECT {t}, id, 'MICROSOFT_365', 'BUSINESS', DATE '2025-01-01', '[]' FROM customers WHERE tenant_id = {t}"
+    ))
+    .await;
+    app.exec(&format!(
+        "INSERT INTO product_mappings (tenant_id, customer_id, product_module, usage, interval_method, cw_agreement_id, \
+           cw_sequence_number, cw_addition_id, cw_product_id, created_at, updated_at) \
+         SELECT {t}, id, 'MICROSOFT_365', 'ACTIVE_USERS', 'LAST_DAY', 800000 + id, 1, 900000 + id, 1, now(), now() \
+         FROM customers WHERE tenant_id = {t}"
+    ))
+    .await;
+    app.exec(&format!(
+        "INSERT INTO consumption_samples (tenant_id, customer_id, product_module, usage, day, value_micros) \
+         SELECT {t}, id, 'MICROSOFT_365', 'ACTIVE_USERS', DATE '2026-02-27', 5000000 FROM customers WHERE tenant_id = {t}"
+    ))
+    .await;
+    app.exec("ANALYZE pushes").await;
+    let in_flight_estimate = "SELECT CAST(reltuples AS BIGINT) FROM pg_class WHERE relname = 'uq_pushes_in_flight'";
+    assert!(app.scalar_i64(in_flight_estimate).await <= 0, "analysed while empty");
+
+    let run = app.run_sync("2026-02", false).await;
+    sync_core::engine::aggregate::aggregate_run(&app.deps, run.id).await.unwrap();
+    let pending = app.scalar_i64(&format!("SELECT COUNT(*) FROM pushes WHERE sync_run_id = {} AND status = 'PENDING'", run.id)).await;
+    assert_eq!(pending, customers);
+    let estimate = app.scalar_i64(in_flight_estimate).await;
+    assert!(estimate >= customers / 2, "the statistics were not refreshed: the planner estimates {estimate} pushes in flight");
+}
