@@ -65,10 +65,11 @@ async fn enqueued_jobs_wait_in_their_own_prefixed_queues() {
     assert_eq!(depth_of(&depth, "ticket"), 0, "{depth:?}");
     assert_eq!(depth_of(&depth, "catalog"), 0, "{depth:?}");
 
-    // The keys live under the prefix.
+    // The keys live under the prefix; immediate jobs are on the ready list at once.
     let mut conn = q.connection();
+    let ready: u64 = conn.llen(format!("{}:push:active", q.prefix())).await.expect("llen");
     let waiting: u64 = conn.zcard(format!("{}:push:scheduled", q.prefix())).await.expect("zcard");
-    assert_eq!(waiting, 3);
+    assert_eq!((ready, waiting), (3, 0));
 
     // Another prefix on the same Redis sees nothing.
     let (other, _cleanup_other) = queue("depth-other").await;
