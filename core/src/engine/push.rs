@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use connectwise::{CwClient, CwError};
 use domain::{PushStatus, codes};
-use entity::{push, push_attempt};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, Value};
+use entity::push;
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, FromQueryResult, Value};
 use serde_json::json;
 
 use super::sql::{self, AuditRow};
@@ -99,23 +99,20 @@ async fn claim(deps: &EngineDeps, push_id: i64, now: DateTime<Utc>) -> Result<Op
            AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
          RETURNING *";
     if sql::is_pg(&deps.db) {
-        use sea_orm::{IdenStatic, Iterable};
-        let settings_cols =
-            entity::cw_settings::Column::iter().map(|c| format!("s.{0} AS s_{0}", c.as_str())).collect::<Vec<_>>().join(", ");
-        let row = sql::query(
-            &deps.db,
-            &format!(
+        // The statement text is the same for every push: built once.
+        static CLAIM_WITH_CONTEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            use sea_orm::{IdenStatic, Iterable};
+            let settings_cols =
+                entity::cw_settings::Column::iter().map(|c| format!("s.{0} AS s_{0}", c.as_str())).collect::<Vec<_>>().join(", ");
+            format!(
                 "WITH claimed AS ({CLAIM}) \
                  SELECT claimed.*, {settings_cols}, c.status AS company_status \
                  FROM claimed \
                  LEFT JOIN cw_settings s ON s.tenant_id = claimed.tenant_id \
                  LEFT JOIN cw_companies c ON c.tenant_id = claimed.tenant_id AND c.id = claimed.cw_company_id"
-            ),
-            vec![push_id.into(), now.into()],
-        )
-        .await?
-        .into_iter()
-        .next();
+            )
+        });
+        let row = sql::query(&deps.db, &CLAIM_WITH_CONTEXT, vec![push_id.into(), now.into()]).await?.into_iter().next();
         let Some(row) = row else { return Ok(None) };
         let p = push::Model::from_query_result(&row, "")?;
         let settings = match row.try_get::<Option<i64>>("", "s_tenant_id")? {
@@ -416,27 +413,47 @@ struct AttemptRow {
     error_message: Option<String>,
 }
 
-/// The attempt's rows, in call order (so ids follow the calls).
-async fn write_attempts<C: ConnectionTrait>(c: &C, calls: Vec<AttemptRow>) -> Result<(), DbErr> {
-    if calls.is_empty() {
-        return Ok(());
+/// The attempt's rows as one set, in call order (so ids follow the calls).
+fn attempt_rows(calls: Vec<AttemptRow>) -> sql::RowSet {
+    use sql::Col;
+    let n = calls.len();
+    let (mut push_id, mut tenant_id, mut attempt_no, mut step) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut started_at, mut duration_ms, mut http_status, mut request_id) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut quantity, mut outcome, mut error_code, mut error_message) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for a in calls {
+        push_id.push(a.push_id);
+        tenant_id.push(a.tenant_id);
+        attempt_no.push(a.attempt_no);
+        step.push(a.step);
+        started_at.push(a.started_at);
+        duration_ms.push(a.duration_ms);
+        http_status.push(a.http_status.map(i64::from));
+        request_id.push(a.request_id);
+        quantity.push(a.quantity);
+        outcome.push(a.outcome);
+        error_code.push(a.error_code);
+        error_message.push(a.error_message);
     }
-    let rows = calls.into_iter().map(|a| push_attempt::ActiveModel {
-        push_id: Set(a.push_id),
-        tenant_id: Set(a.tenant_id),
-        attempt_no: Set(a.attempt_no),
-        step: Set(a.step),
-        started_at: Set(a.started_at),
-        duration_ms: Set(a.duration_ms),
-        http_status: Set(a.http_status),
-        request_id: Set(a.request_id),
-        quantity: Set(a.quantity),
-        outcome: Set(a.outcome),
-        error_code: Set(a.error_code),
-        error_message: Set(a.error_message),
-        ..Default::default()
-    });
-    push_attempt::Entity::insert_many(rows).exec_without_returning(c).await?;
+    sql::RowSet::new()
+        .col("push_id", Col::I64(push_id))
+        .col("tenant_id", Col::I64(tenant_id))
+        .col("attempt_no", Col::I32(attempt_no))
+        .col("step", Col::Text(step))
+        .col("started_at", Col::Ts(started_at))
+        .col("duration_ms", Col::I64(duration_ms))
+        .col("http_status", Col::OptI64(http_status))
+        .col("request_id", Col::OptText(request_id))
+        .col("quantity", Col::OptI64(quantity))
+        .col("outcome", Col::Text(outcome))
+        .col("error_code", Col::OptText(error_code))
+        .col("error_message", Col::OptText(error_message))
+}
+
+async fn write_attempts<C: ConnectionTrait>(c: &C, calls: Vec<AttemptRow>) -> Result<(), DbErr> {
+    sql::insert_rows(c, "push_attempts", &attempt_rows(calls), &[], "").await?;
     Ok(())
 }
 
@@ -450,45 +467,7 @@ async fn succeed_in_one_statement(
     calls: Vec<AttemptRow>,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    use sql::{Col, RowSet};
-    let n = calls.len();
-    let mut cols = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut more = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for a in calls {
-        cols.0.push(a.push_id);
-        cols.1.push(a.tenant_id);
-        cols.2.push(a.attempt_no);
-        cols.3.push(a.step);
-        cols.4.push(a.started_at);
-        cols.5.push(a.duration_ms);
-        cols.6.push(a.http_status.map(i64::from));
-        more.0.push(a.request_id);
-        more.1.push(a.quantity);
-        more.2.push(a.outcome);
-        more.3.push(a.error_code);
-        more.4.push(a.error_message);
-    }
-    let rows = RowSet::new()
-        .col("push_id", Col::I64(cols.0))
-        .col("tenant_id", Col::I64(cols.1))
-        .col("attempt_no", Col::I32(cols.2))
-        .col("step", Col::Text(cols.3))
-        .col("started_at", Col::Ts(cols.4))
-        .col("duration_ms", Col::I64(cols.5))
-        .col("http_status", Col::OptI64(cols.6))
-        .col("request_id", Col::OptText(more.0))
-        .col("quantity", Col::OptI64(more.1))
-        .col("outcome", Col::Text(more.2))
-        .col("error_code", Col::OptText(more.3))
-        .col("error_message", Col::OptText(more.4));
+    let rows = attempt_rows(calls);
     let mut values: Vec<Value> = vec![
         p.id.into(),
         now.into(),
