@@ -12,15 +12,21 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
-use sync_core::config::JwtSettings;
+use sync_core::{clock::SharedClock, config::JwtSettings};
 
-/// The claims we read. `exp` is required by validation; `nbf`, `iat`, `iss`, `aud` are checked by it.
+/// The claims we read. `exp` is required; `exp` and `nbf` are checked against the service's clock
+/// (with [`LEEWAY_SECS`]), `iss` and `aud` by the JWT library.
 #[derive(Debug, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub tenant: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Expiry, seconds since the epoch (a JSON number; fractions are allowed by RFC 7519).
+    exp: serde_json::Number,
+    /// Not before, seconds since the epoch.
+    #[serde(default)]
+    nbf: Option<serde_json::Number>,
 }
 
 /// Why a token was refused (all become HTTP 401; the message is safe to show).
@@ -63,10 +69,11 @@ pub struct JwtVerifier {
     sources: Vec<KeySource>,
     issuer: Option<String>,
     audience: Option<String>,
+    clock: SharedClock,
 }
 
 impl JwtVerifier {
-    pub fn from_settings(s: &JwtSettings, http: reqwest::Client) -> Result<Arc<Self>, String> {
+    pub fn from_settings(s: &JwtSettings, http: reqwest::Client, clock: SharedClock) -> Result<Arc<Self>, String> {
         let mut sources = Vec::new();
         if let Some(secret) = &s.hs256_secret {
             sources.push(KeySource::Static {
@@ -93,14 +100,15 @@ impl JwtVerifier {
         if let Some(url) = &s.jwks_url {
             sources.push(KeySource::Jwks(Box::new(JwksCache { url: url.clone(), http, state: RwLock::new(JwksState::default()) })));
         }
-        Ok(Arc::new(JwtVerifier { sources, issuer: s.issuer.clone(), audience: s.audience.clone() }))
+        Ok(Arc::new(JwtVerifier { sources, issuer: s.issuer.clone(), audience: s.audience.clone(), clock }))
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut v = Validation::new(alg);
         v.leeway = LEEWAY_SECS;
-        v.validate_exp = true;
-        v.validate_nbf = true;
+        // Time claims are checked by `check_times` on the service's clock, not the library's.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         let mut required = vec!["exp", "sub"];
         match &self.audience {
             Some(aud) => {
@@ -144,12 +152,29 @@ impl JwtVerifier {
                 },
             };
             match decode::<Claims>(token, &key, &self.validation(alg)) {
-                Ok(data) => return check_claims(data.claims),
+                Ok(data) => return check_times(data.claims, self.clock.now().timestamp()).and_then(check_claims),
                 Err(e) => last = AuthError::Invalid(e.to_string()),
             }
         }
         Err(last)
     }
+}
+
+/// `exp` and `nbf` against `now` (seconds since the epoch), with [`LEEWAY_SECS`] either way.
+fn check_times(c: Claims, now: i64) -> Result<Claims, AuthError> {
+    let seconds = |n: &serde_json::Number| n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64));
+    let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+    let exp = seconds(&c.exp).ok_or_else(|| AuthError::Invalid("the `exp` claim is not a number of seconds".into()))?;
+    if exp.saturating_add(leeway) <= now {
+        return Err(AuthError::Invalid("the token has expired".into()));
+    }
+    if let Some(nbf) = &c.nbf {
+        let nbf = seconds(nbf).ok_or_else(|| AuthError::Invalid("the `nbf` claim is not a number of seconds".into()))?;
+        if nbf.saturating_sub(leeway) > now {
+            return Err(AuthError::Invalid("the token is not valid yet".into()));
+        }
+    }
+    Ok(c)
 }
 
 fn check_claims(c: Claims) -> Result<Claims, AuthError> {
@@ -223,4 +248,29 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
         return Err(AuthError::Missing);
     }
     Ok(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: serde_json::Value, nbf: Option<serde_json::Value>) -> Claims {
+        let mut v = serde_json::json!({"sub": "s", "tenant": "t", "exp": exp});
+        if let Some(nbf) = nbf {
+            v["nbf"] = nbf;
+        }
+        serde_json::from_value(v).expect("claims")
+    }
+
+    #[test]
+    fn exp_and_nbf_are_judged_on_the_given_clock_with_30s_leeway() {
+        let now = 1_800_000_000;
+        assert!(check_times(claims((now - 29).into(), None), now).is_ok(), "inside the leeway");
+        assert!(check_times(claims((now - 30).into(), None), now).is_err(), "expired beyond the leeway");
+        assert!(check_times(claims(serde_json::json!(now as f64 + 0.5), None), now).is_ok(), "fractional seconds");
+        assert!(check_times(claims((now + 60).into(), Some((now + 30).into())), now).is_ok(), "nbf inside the leeway");
+        assert!(check_times(claims((now + 60).into(), Some((now + 31).into())), now).is_err(), "not valid yet");
+        let text_exp = serde_json::from_value::<Claims>(serde_json::json!({"sub": "s", "tenant": "t", "exp": "soon"}));
+        assert!(text_exp.is_err(), "a non-numeric exp is refused");
+    }
 }

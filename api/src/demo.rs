@@ -21,7 +21,7 @@
 //! Idempotent: settings are configured once, customers are upserted by external id, mappings are
 //! saved with replace-all (unchanged ones keep id and version), samples are upserts (unchanged days
 //! write nothing), and the dry run is started only if the month has none yet.
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use domain::{Edition, IntervalMethod, Period, ProductModule, UsageMetric};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, sea_query::OnConflict,
@@ -30,6 +30,7 @@ use secrecy::SecretString;
 use sync_core::{
     ServiceError, Settings, UserError,
     auth::Principal,
+    clock::Clock,
     crypto::SecretBox,
     jobs::JobQueue,
     service::{self, consumption::SampleInput, customers::CustomerInput, customers::LicenseInput, mappings::MappingInput},
@@ -246,26 +247,27 @@ pub async fn load(
     settings: &Settings,
     secrets: Option<&SecretBox>,
     http: &reqwest::Client,
+    clock: &dyn Clock,
 ) -> Result<DemoReport, DemoError> {
-    let today = Utc::now().date_naive();
-    let period = Period::latest_closed(today);
-    let tenant_id = service::tenants::ensure_tenant(db, DEV_TENANT).await?;
+    let now = clock.now();
+    let period = Period::latest_closed(now.date_naive());
+    let tenant_id = service::tenants::ensure_tenant(db, DEV_TENANT, now).await?;
     let p = Principal { sub: "demo-loader".into(), tenant_key: DEV_TENANT.into(), tenant_id, roles: vec!["admin".into()] };
     let mut report = DemoReport { tenant_id, period: period.to_string(), ..Default::default() };
 
     let existing = service::settings::get(db, tenant_id).await?;
     let was_on = existing.as_ref().is_some_and(|s| s.consumption_sync_enabled);
     match existing {
-        None => configure_connectwise(db, settings, secrets, http, &p).await?,
+        None => configure_connectwise(db, settings, secrets, http, &p, now).await?,
         Some(_) if !was_on => {
-            accepted("consumption sync on", service::settings::set_consumption_sync(db, &p, true).await?)?;
+            accepted("consumption sync on", service::settings::set_consumption_sync(db, &p, true, now).await?)?;
         }
         Some(_) => {}
     }
-    let loaded = load_data(db, queue, &p, period, today, &mut report).await;
+    let loaded = load_data(db, queue, &p, period, now, &mut report).await;
     // Off again, whether loading worked or not (see the module docs).
     if !was_on {
-        accepted("consumption sync off", service::settings::set_consumption_sync(db, &p, false).await?)?;
+        accepted("consumption sync off", service::settings::set_consumption_sync(db, &p, false, clock.now()).await?)?;
     }
     report.consumption_sync_enabled = was_on;
     loaded.map(|()| report)
@@ -277,11 +279,11 @@ async fn load_data(
     queue: &dyn JobQueue,
     p: &Principal,
     period: Period,
-    today: NaiveDate,
+    now: DateTime<Utc>,
     report: &mut DemoReport,
 ) -> Result<(), DemoError> {
     let tenant_id = p.tenant_id;
-    write_catalog(db, tenant_id).await?;
+    write_catalog(db, tenant_id, now).await?;
 
     let inputs: Vec<CustomerInput> = CUSTOMERS
         .iter()
@@ -302,14 +304,14 @@ async fn load_data(
                 .collect(),
         })
         .collect();
-    let customers = accepted("customers", service::customers::upsert_customers(db, p, inputs).await?)?;
+    let customers = accepted("customers", service::customers::upsert_customers(db, p, inputs, now).await?)?;
     report.customers = customers.len();
 
     let mut samples = Vec::new();
     for (i, (c, model)) in CUSTOMERS.iter().zip(&customers).enumerate() {
         let id = model.id.to_string();
         if let Some((company, _, _)) = c.company {
-            accepted("customer mapping", service::customers::map_customer(db, p, &id, company, false).await?)?;
+            accepted("customer mapping", service::customers::map_customer(db, p, &id, company, false, now).await?)?;
             let agreement = agreement_id(company);
             let mappings: Vec<MappingInput> = c
                 .mappings
@@ -324,7 +326,7 @@ async fn load_data(
                     cw_sequence_number: k as i64 + 2,
                 })
                 .collect();
-            let saved = accepted("product mappings", service::mappings::save_product_mappings(db, p, &id, mappings, today).await?)?;
+            let saved = accepted("product mappings", service::mappings::save_product_mappings(db, p, &id, mappings, now).await?)?;
             report.product_mappings += saved.len();
         }
         let from = provisioned_on(c, period, i).max(period.previous().first_day());
@@ -348,7 +350,7 @@ async fn load_data(
     report.samples = samples.len();
     while !samples.is_empty() {
         let rest = samples.split_off(samples.len().min(SAMPLE_BATCH));
-        let result = accepted("consumption", service::consumption::record_consumption(db, p, samples).await?)?;
+        let result = accepted("consumption", service::consumption::record_consumption(db, p, samples, now).await?)?;
         report.samples_inserted += result.inserted;
         samples = rest;
     }
@@ -362,7 +364,7 @@ async fn load_data(
     match existing {
         Some(run) => report.dry_run_id = Some(run.id),
         None => {
-            let run = accepted("dry run", service::sync::run_monthly_sync(db, queue, p, period, None, true, today).await?)?;
+            let run = accepted("dry run", service::sync::run_monthly_sync(db, queue, p, period, None, true, now).await?)?;
             report.dry_run_id = Some(run.id);
             report.dry_run_started = true;
         }
@@ -378,6 +380,7 @@ async fn configure_connectwise(
     secrets: Option<&SecretBox>,
     http: &reqwest::Client,
     p: &Principal,
+    now: DateTime<Utc>,
 ) -> Result<(), DemoError> {
     if service::settings::get(db, p.tenant_id).await?.is_some() {
         return Ok(());
@@ -403,14 +406,13 @@ async fn configure_connectwise(
         ticket_subtype_id: Some(41),
         consumption_sync_enabled: Some(true),
     };
-    accepted("ConnectWise settings", service::settings::configure(db, &access, p, input).await?)?;
+    accepted("ConnectWise settings", service::settings::configure(db, &access, p, input, now).await?)?;
     Ok(())
 }
 
 /// The catalog cache a refresh would have written (upserts: a second run changes nothing).
-async fn write_catalog(db: &DatabaseConnection, tenant_id: i64) -> Result<(), DemoError> {
+async fn write_catalog(db: &DatabaseConnection, tenant_id: i64, now: DateTime<Utc>) -> Result<(), DemoError> {
     use entity::{cw_addition, cw_agreement, cw_board, cw_board_item, cw_company};
-    let now = Utc::now();
     let companies =
         CUSTOMERS.iter().filter_map(|c| c.company).map(|co| (co, "Active")).chain(std::iter::once((INACTIVE_COMPANY, "Inactive"))).map(
             |((id, identifier, name), status)| cw_company::ActiveModel {
@@ -431,8 +433,8 @@ async fn write_catalog(db: &DatabaseConnection, tenant_id: i64) -> Result<(), De
         .exec_without_returning(db)
         .await?;
 
-    let year_start = NaiveDate::from_ymd_opt(Utc::now().year(), 1, 1);
-    let next_invoice = Period::of(Utc::now().date_naive()).next().first_day();
+    let year_start = NaiveDate::from_ymd_opt(now.year(), 1, 1);
+    let next_invoice = Period::of(now.date_naive()).next().first_day();
     let mut agreements = Vec::new();
     let mut additions = Vec::new();
     let addition = |id: i64, agreement: i64, seq: i64, (product_id, identifier, description): (i64, &str, &str), quantity: &str| {

@@ -160,8 +160,8 @@ fn warn_if_readable_by_others(path: &Path) {
 
 /// A development token: HS256 under `secret`, subject `dev-admin`, tenant [`DEV_TENANT`], role
 /// `admin`, valid [`DEV_TOKEN_DAYS`] days.
-pub fn dev_admin_token(secret: &SecretString) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = chrono::Utc::now().timestamp();
+pub fn dev_admin_token(secret: &SecretString, now: chrono::DateTime<chrono::Utc>) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = now.timestamp();
     let claims = serde_json::json!({
         "sub": "dev-admin",
         "tenant": DEV_TENANT,

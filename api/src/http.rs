@@ -165,10 +165,11 @@ async fn authenticate(req: &HttpRequest, state: &HttpState) -> Result<Principal,
     let tenant_id = match cached {
         Some(id) => id,
         None => {
-            let id = sync_core::service::tenants::ensure_tenant(&state.app.db, &claims.tenant).await.map_err(|e| {
-                tracing::error!(error = %e, "tenant lookup failed");
-                AuthError::Invalid("tenant lookup failed".into())
-            })?;
+            let id =
+                sync_core::service::tenants::ensure_tenant(&state.app.db, &claims.tenant, state.app.clock.now()).await.map_err(|e| {
+                    tracing::error!(error = %e, "tenant lookup failed");
+                    AuthError::Invalid("tenant lookup failed".into())
+                })?;
             if let Ok(mut m) = state.tenants.write() {
                 m.insert(claims.tenant.clone(), id);
             }

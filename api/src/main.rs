@@ -125,13 +125,14 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let app = match Application::build(settings.clone(), db.clone(), Arc::new(queue.clone())).await {
+    let clock = sync_core::clock::from_settings(&settings);
+    let app = match Application::build(settings.clone(), db.clone(), Arc::new(queue.clone()), clock.clone()).await {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
 
     let demo_report = if load_demo {
-        match demo::load(&db, &queue, &settings, secrets.as_ref(), &startup::http_client()).await {
+        match demo::load(&db, &queue, &settings, secrets.as_ref(), &startup::http_client(), clock.as_ref()).await {
             Ok(report) => {
                 tracing::info!(?report, "demo tenant loaded");
                 Some(report)
@@ -153,7 +154,7 @@ async fn main() -> ExitCode {
             WorkerQueue::Redis(q) => Arc::new(worker::RedisRateLimiter::for_queue(q, settings.cw_rate_per_tenant)),
             WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::new(settings.cw_rate_per_tenant)),
         };
-        let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, startup::http_client(), rate);
+        let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, startup::http_client(), rate, clock.clone());
         Some(worker::spawn_in_process(deps, queue.clone()).await)
     } else {
         None
@@ -169,7 +170,7 @@ async fn main() -> ExitCode {
         "api listening; GraphiQL at /graphql"
     );
     if sqlite {
-        print_banner(&settings, &embedded, &queue, &address, started);
+        print_banner(&settings, &embedded, &queue, &address, started, clock.now());
     }
     let handle = app.handle();
     let server = tokio::spawn(app.run_until_stopped());
@@ -220,7 +221,14 @@ fn redact(url: &str) -> String {
 }
 
 /// What a newcomer needs on the console: where to click and a token to paste.
-fn print_banner(settings: &Settings, embedded: &embedded::Embedded, queue: &WorkerQueue, address: &str, started: Instant) {
+fn print_banner(
+    settings: &Settings,
+    embedded: &embedded::Embedded,
+    queue: &WorkerQueue,
+    address: &str,
+    started: Instant,
+    now: chrono::DateTime<chrono::Utc>,
+) {
     let shape = match queue {
         WorkerQueue::Sqlite(_) => "embedded: SQLite + in-process workers",
         WorkerQueue::Redis(_) => "SQLite + in-process workers, job queue in Redis",
@@ -238,7 +246,7 @@ fn print_banner(settings: &Settings, embedded: &embedded::Embedded, queue: &Work
     for path in &embedded.generated {
         lines.push(format!("  Generated:  {} (mode 0600; reused on the next start)", path.display()));
     }
-    match settings.jwt.hs256_secret.as_ref().map(embedded::dev_admin_token) {
+    match settings.jwt.hs256_secret.as_ref().map(|secret| embedded::dev_admin_token(secret, now)) {
         Some(Ok(token)) => {
             lines.push(format!(
                 "  Dev token (tenant \"{}\", role admin, valid {} days) — header `Authorization: Bearer <token>`:",

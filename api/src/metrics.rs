@@ -20,7 +20,6 @@ use actix_web::{
     web,
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use chrono::Utc;
 use futures::future::LocalBoxFuture;
 use sync_core::service::status;
 
@@ -334,7 +333,7 @@ fn write_status_counts(out: &mut Exposition, name: &str, known: &[&str], rows: &
 
 async fn write_from_database(out: &mut Exposition, state: &HttpState) -> bool {
     let db = &state.app.db;
-    let now = Utc::now();
+    let now = state.app.clock.now();
     let (pushes, runs, alive, breakers, latency) = futures::join!(
         status::pushes_by_status(db),
         status::runs_by_status(db),

@@ -15,7 +15,7 @@ use crate::{
     http::{self, HttpState, MAX_BODY_BYTES},
     metrics, request_id,
 };
-use sync_core::{Settings, crypto::SecretBox, jobs::JobQueue};
+use sync_core::{Settings, clock::SharedClock, crypto::SecretBox, jobs::JobQueue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -48,11 +48,16 @@ pub fn secret_box(settings: &Settings) -> Result<Option<SecretBox>, StartupError
 }
 
 impl Application {
-    pub async fn build(settings: Arc<Settings>, db: DatabaseConnection, queue: Arc<dyn JobQueue>) -> Result<Self, StartupError> {
+    pub async fn build(
+        settings: Arc<Settings>,
+        db: DatabaseConnection,
+        queue: Arc<dyn JobQueue>,
+        clock: SharedClock,
+    ) -> Result<Self, StartupError> {
         let http_client = http_client();
         let secrets = secret_box(&settings)?;
-        let verifier = JwtVerifier::from_settings(&settings.jwt, http_client.clone()).map_err(StartupError::Jwt)?;
-        let app = AppCtx { db, settings: settings.clone(), queue, secrets, http: http_client };
+        let verifier = JwtVerifier::from_settings(&settings.jwt, http_client.clone(), clock.clone()).map_err(StartupError::Jwt)?;
+        let app = AppCtx { db, settings: settings.clone(), queue, secrets, http: http_client, clock };
         let state = web::Data::new(HttpState {
             schema: build_schema(Some(app.clone()), settings.graphql_introspection),
             app,

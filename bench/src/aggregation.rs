@@ -77,11 +77,10 @@ async fn ours_once(infra: &Infra, queue: &worker::RedisQueue, t: &AggTenant, wor
         roles: vec!["admin".into()],
     };
     let started = Utc::now();
-    let run =
-        match sync_core::service::sync::run_monthly_sync(&infra.db, queue, &principal, t.period, None, true, started.date_naive()).await? {
-            Ok(run) => run,
-            Err(errors) => return fail(format!("runMonthlySync refused: {errors:?}")),
-        };
+    let run = match sync_core::service::sync::run_monthly_sync(&infra.db, queue, &principal, t.period, None, true, started).await? {
+        Ok(run) => run,
+        Err(errors) => return fail(format!("runMonthlySync refused: {errors:?}")),
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let (done, aggregated_at) = loop {
         let row = infra

@@ -31,7 +31,7 @@ impl JobQueue for Collect {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(job);
         Box::pin(async { Ok(()) })
     }
-    fn enqueue_at(&self, job: Job, _at: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<(), QueueError>> {
+    fn enqueue_after(&self, job: Job, _delay: std::time::Duration) -> BoxFuture<'_, Result<(), QueueError>> {
         self.enqueue(job)
     }
     fn ping(&self) -> BoxFuture<'_, Result<(), QueueError>> {

@@ -17,7 +17,7 @@ pub const SERIES: [(&str, &str); 5] = [
 
 /// A tenant row with this external id.
 pub async fn tenant(infra: &Infra, external_id: &str) -> Result<i64> {
-    Ok(sync_core::service::tenants::ensure_tenant(&infra.db, external_id).await?)
+    Ok(sync_core::service::tenants::ensure_tenant(&infra.db, external_id, chrono::Utc::now()).await?)
 }
 
 /// `n` customers `{prefix}{00001…}` named `Customer {prefix}{00001…}` (so names sort like numbers).

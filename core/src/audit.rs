@@ -1,6 +1,6 @@
 //! The append-only audit log. Every write goes through [`record`], inside the caller's transaction,
 //! so an audited change and its audit entry commit together.
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use serde_json::Value;
 
@@ -8,6 +8,8 @@ use entity::audit_entry;
 
 /// One audit entry to write.
 pub struct AuditRecord<'a> {
+    /// When it happened, by the service's clock.
+    pub at: DateTime<Utc>,
     pub tenant_id: i64,
     pub actor: &'a str,
     pub action: &'a str,
@@ -21,7 +23,7 @@ pub struct AuditRecord<'a> {
 pub async fn record<C: ConnectionTrait>(db: &C, r: AuditRecord<'_>) -> Result<(), DbErr> {
     audit_entry::Entity::insert(audit_entry::ActiveModel {
         tenant_id: Set(r.tenant_id),
-        at: Set(Utc::now()),
+        at: Set(r.at),
         actor: Set(r.actor.to_string()),
         action: Set(r.action.to_string()),
         entity_type: Set(r.entity_type.to_string()),

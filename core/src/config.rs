@@ -26,6 +26,9 @@ pub struct Settings {
     /// GraphiQL page and schema introspection (off with `GRAPHQL_INTROSPECTION=false`).
     pub graphql_introspection: bool,
     pub log_format: LogFormat,
+    /// `CLOCK_START` (tests and demos only): the process's clock starts at this instant and runs on
+    /// in real time (see [`crate::clock`]). Unset: the system clock.
+    pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -99,6 +102,14 @@ impl Settings {
                 Some(other) => {
                     return Err(ConfigError::Invalid { name: "LOG_FORMAT", expected: "`text` or `json`", value: other.into() });
                 }
+            },
+            clock_start: match get("CLOCK_START") {
+                None => None,
+                Some(raw) => Some(chrono::DateTime::parse_from_rfc3339(&raw).map(|t| t.to_utc()).map_err(|_| ConfigError::Invalid {
+                    name: "CLOCK_START",
+                    expected: "an RFC 3339 instant, e.g. `2026-03-01T00:00:00Z`",
+                    value: raw.clone(),
+                })?),
             },
         };
         settings.validate()?;
@@ -209,6 +220,15 @@ mod tests {
         assert_eq!(s.reconcile_stale, Duration::from_secs(300));
         assert_eq!(s.bind_addr, "127.0.0.1:8080");
         assert!(!s.is_postgres());
+        assert!(s.clock_start.is_none(), "the system clock unless CLOCK_START is set");
+    }
+
+    #[test]
+    fn clock_start_is_an_rfc3339_instant() {
+        let s = Settings::from_vars(&vars(&[("CLOCK_START", "2028-03-01T00:00:00Z")])).expect("parses");
+        assert_eq!(s.clock_start.map(|t| t.to_rfc3339()), Some("2028-03-01T00:00:00+00:00".to_string()));
+        let err = Settings::from_vars(&vars(&[("CLOCK_START", "2028-03-01")])).expect_err("a date alone is refused").to_string();
+        assert!(err.contains("CLOCK_START"), "{err}");
     }
 
     #[test]

@@ -48,8 +48,9 @@ pub struct QueueError(pub String);
 pub trait JobQueue: Send + Sync + 'static {
     /// Enqueue a job to run as soon as possible.
     fn enqueue(&self, job: Job) -> BoxFuture<'_, Result<(), QueueError>>;
-    /// Enqueue a job to run no earlier than `at`.
-    fn enqueue_at(&self, job: Job, at: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<(), QueueError>>;
+    /// Enqueue a job to run no earlier than `delay` from now. A queue waits in real time; callers
+    /// turn a service instant into a delay with [`crate::clock::Clock::until`].
+    fn enqueue_after(&self, job: Job, delay: std::time::Duration) -> BoxFuture<'_, Result<(), QueueError>>;
     /// Jobs waiting per queue name (for `/metrics` and the dashboard), if the backend can tell.
     fn depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, QueueError>> {
         Box::pin(async { Ok(Vec::new()) })

@@ -4,6 +4,7 @@
 //! Nothing here knows about GraphQL or HTTP; nothing here knows which queue backend runs the jobs.
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;

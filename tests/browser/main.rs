@@ -336,8 +336,9 @@ async fn a_viewer_sees_the_dashboard_read_only_with_the_broken_connection_banner
         &app.db,
         &format!(
             "UPDATE cw_settings SET breaker_open = TRUE, breaker_reason = 'ConnectWise answered HTTP 401: invalid API member', \
-             breaker_opened_at = now() - interval '20 minutes' WHERE tenant_id = {}",
-            seeded.tenant_id
+             breaker_opened_at = {now} - interval '20 minutes' WHERE tenant_id = {}",
+            seeded.tenant_id,
+            now = app.sql_now()
         ),
     )
     .await

@@ -37,8 +37,8 @@ async fn exec(app: &TestApp, sql: &str, values: Vec<DbValue>) {
 }
 
 /// The month a scheduled run today would be for.
-pub fn previous_period() -> String {
-    domain::Period::latest_closed(chrono::Utc::now().date_naive()).to_string()
+pub fn previous_period(app: &TestApp) -> String {
+    app.latest_closed().to_string()
 }
 
 /// One push row of the seeded run.
@@ -60,7 +60,7 @@ pub async fn seed_run_with_dead_push(app: &TestApp, tenant: &str) -> Seeded {
     let customer_id = ready_tenant(app, tenant).await;
     app.seed_fake(&standard_catalog());
     let tenant_id = app.tenant_id(tenant).await;
-    let operator = token(tenant, &["operator"]);
+    let operator = app.token(tenant, &["operator"]);
     let wanted = [
         ("MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 1),
         ("ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 2),
@@ -75,11 +75,12 @@ pub async fn seed_run_with_dead_push(app: &TestApp, tenant: &str) -> Seeded {
         mapping_ids.push(r["productMapping"]["id"].as_str().and_then(|s| s.parse().ok()).expect("mapping id"));
     }
     let cid: i64 = customer_id.parse().expect("customer id");
-    let period = previous_period();
+    let period = previous_period(app);
+    let now = app.sql_now();
     let run_id = insert_returning_id(
         app,
-        "INSERT INTO sync_runs (tenant_id, period, trigger, dry_run, status, requested_by, started_at, aggregated_at, finished_at) \
-         VALUES ($1, $2, 'SCHEDULED', FALSE, 'PARTIALLY_FAILED', 'system', now() - interval '3 hours', now() - interval '3 hours' + interval '4 seconds', now() - interval '2 hours') RETURNING id",
+        &format!("INSERT INTO sync_runs (tenant_id, period, trigger, dry_run, status, requested_by, started_at, aggregated_at, finished_at) \
+         VALUES ($1, $2, 'SCHEDULED', FALSE, 'PARTIALLY_FAILED', 'system', {now} - interval '3 hours', {now} - interval '3 hours' + interval '4 seconds', {now} - interval '2 hours') RETURNING id"),
         vec![tenant_id.into(), period.clone().into()],
     )
     .await;
@@ -147,11 +148,11 @@ pub async fn seed_run_with_dead_push(app: &TestApp, tenant: &str) -> Seeded {
         };
         let id = insert_returning_id(
             app,
-            "INSERT INTO pushes (tenant_id, sync_run_id, product_mapping_id, customer_id, period, dry_run, product_module, usage, interval_method, \
+            &format!("INSERT INTO pushes (tenant_id, sync_run_id, product_mapping_id, customer_id, period, dry_run, product_module, usage, interval_method, \
                cw_company_id, cw_agreement_id, cw_addition_id, cw_sequence_number, cw_product_id, status, value_micros, quantity, sample_days, \
                fallback, skip_reason, attempts, max_attempts, last_error_code, last_error, last_http_status, ticket_id, created_at, updated_at, finished_at) \
              VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $8, 100, 500, $9, $10, $11, $12, $13, $14, $15, FALSE, $16, $17, 8, $18, $19, $20, $21, \
-               now() - interval '3 hours', now() - interval '2 hours', now() - interval '2 hours') RETURNING id",
+               {now} - interval '3 hours', {now} - interval '2 hours', {now} - interval '2 hours') RETURNING id"),
             vec![
                 tenant_id.into(),
                 run_id.into(),
@@ -181,9 +182,9 @@ pub async fn seed_run_with_dead_push(app: &TestApp, tenant: &str) -> Seeded {
         if attempts > 0 {
             exec(
                 app,
-                "INSERT INTO push_attempts (push_id, tenant_id, attempt_no, step, started_at, duration_ms, http_status, request_id, quantity, outcome) \
-                 SELECT $1, $2, n, 'GET_ADDITION', now() - interval '3 hours' + n * interval '4 minutes', 80 + 7 * n, 200, 'cw-' || $1 || '-get-' || n, 0, 'OK' \
-                 FROM generate_series(1, $3) AS n",
+                &format!("INSERT INTO push_attempts (push_id, tenant_id, attempt_no, step, started_at, duration_ms, http_status, request_id, quantity, outcome) \
+                 SELECT $1, $2, n, 'GET_ADDITION', {now} - interval '3 hours' + n * interval '4 minutes', 80 + 7 * n, 200, 'cw-' || $1 || '-get-' || n, 0, 'OK' \
+                 FROM generate_series(1, $3) AS n"),
                 vec![id.into(), tenant_id.into(), attempts.into()],
             )
             .await;
@@ -194,9 +195,9 @@ pub async fn seed_run_with_dead_push(app: &TestApp, tenant: &str) -> Seeded {
             };
             exec(
                 app,
-                "INSERT INTO push_attempts (push_id, tenant_id, attempt_no, step, started_at, duration_ms, http_status, request_id, quantity, outcome, error_code, error_message) \
-                 SELECT $1, $2, n, 'PATCH_QUANTITY', now() - interval '3 hours' + n * interval '4 minutes' + interval '1 second', 140 + 23 * n, $4, 'cw-' || $1 || '-patch-' || n, $5, $6, $7, $8 \
-                 FROM generate_series(1, $3) AS n",
+                &format!("INSERT INTO push_attempts (push_id, tenant_id, attempt_no, step, started_at, duration_ms, http_status, request_id, quantity, outcome, error_code, error_message) \
+                 SELECT $1, $2, n, 'PATCH_QUANTITY', {now} - interval '3 hours' + n * interval '4 minutes' + interval '1 second', 140 + 23 * n, $4, 'cw-' || $1 || '-patch-' || n, $5, $6, $7, $8 \
+                 FROM generate_series(1, $3) AS n"),
                 vec![
                     id.into(),
                     tenant_id.into(),

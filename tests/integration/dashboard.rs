@@ -62,12 +62,13 @@ async fn system_status_reports_workers_connection_stale_mappings_and_the_next_ru
     // The next tick of SYNC_CRON, in the future.
     let next = chrono::DateTime::parse_from_rfc3339(s["nextScheduledRunAt"].as_str().expect("next run")).expect("RFC 3339");
     let next = next.with_timezone(&chrono::Utc);
-    assert!(next > chrono::Utc::now());
+    assert!(next > app.now());
     assert_eq!(next.format("%d %H:%M:%S").to_string(), "03 07:30:00");
 
     // One live heartbeat and one that stopped two minutes ago.
-    sql(&app, "INSERT INTO worker_heartbeats (worker_name, started_at, last_seen_at) VALUES ('host-a:101', now() - interval '1 hour', now() - interval '3 seconds')").await;
-    sql(&app, "INSERT INTO worker_heartbeats (worker_name, started_at, last_seen_at) VALUES ('host-b:202', now() - interval '2 hours', now() - interval '2 minutes')").await;
+    let now = app.sql_now();
+    sql(&app, &format!("INSERT INTO worker_heartbeats (worker_name, started_at, last_seen_at) VALUES ('host-a:101', {now} - interval '1 hour', {now} - interval '3 seconds')")).await;
+    sql(&app, &format!("INSERT INTO worker_heartbeats (worker_name, started_at, last_seen_at) VALUES ('host-b:202', {now} - interval '2 hours', {now} - interval '2 minutes')")).await;
     let s = status(&app, "acme").await;
     assert_eq!(s["workersAlive"], 1, "{s}");
     assert_eq!(s["workers"].as_array().map(Vec::len), Some(2));
@@ -83,8 +84,9 @@ async fn system_status_reports_workers_connection_stale_mappings_and_the_next_ru
         &app,
         &format!(
             "UPDATE cw_settings SET breaker_open = TRUE, breaker_reason = 'ConnectWise answered HTTP 401: invalid API member', \
-             breaker_opened_at = now() - interval '5 minutes', paused_until = now() + interval '10 minutes' WHERE tenant_id = {}",
-            seeded.tenant_id
+             breaker_opened_at = {now} - interval '5 minutes', paused_until = {now} + interval '10 minutes' WHERE tenant_id = {}",
+            seeded.tenant_id,
+            now = app.sql_now()
         ),
     )
     .await;

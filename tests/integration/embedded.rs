@@ -25,8 +25,14 @@ struct Embedded {
 impl Embedded {
     /// Start `api` in `dir` with no configuration but a free port, and wait for its banner.
     fn start(dir: &Path, args: &[&str]) -> Embedded {
+        Self::start_with(dir, &[], args)
+    }
+
+    /// [`Embedded::start`] with extra environment variables.
+    fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Embedded {
         let started = Instant::now();
-        let mut process = spawn_api(dir, &[("BIND_ADDR", "127.0.0.1:0")], args);
+        let env: Vec<(&str, &str)> = [("BIND_ADDR", "127.0.0.1:0")].into_iter().chain(env.iter().copied()).collect();
+        let mut process = spawn_api(dir, &env, args);
         let stdout = process.0.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -177,13 +183,15 @@ const DEMO_STATE: &str =
 #[tokio::test]
 async fn demo_loads_a_tenant_and_shows_a_dry_run_once() {
     let dir = temp_dir("demo");
-    let demo = Embedded::start(&dir, &["--demo"]);
+    // The demo works on the latest closed month: pin the calendar (July 2026, 31 days).
+    let epoch = integration_tests::test_epoch();
+    let demo = Embedded::start_with(&dir, &[("CLOCK_START", &epoch.to_rfc3339())], &["--demo"]);
     // The summary is printed once the dry run is done.
     let summary = demo.wait_for("See it at", Duration::from_secs(120));
     let text = summary.join("\n");
     assert!(text.contains("dry run") && text.contains("quantity"), "{text}");
     assert!(text.contains("(last-day fallback)"), "{text}");
-    let period = domain::Period::latest_closed(chrono::Utc::now().date_naive()).to_string();
+    let period = domain::Period::latest_closed(epoch.date_naive()).to_string();
     let state = demo.gql(DEMO_STATE, json!({})).await;
     let customers = state["customers"]["edges"].as_array().expect("customers").clone();
     assert_eq!(customers.len(), 12, "{state}");
@@ -219,7 +227,7 @@ async fn demo_loads_a_tenant_and_shows_a_dry_run_once() {
     assert_eq!(demo.stop(), Some(0));
 
     // Again (as `api demo`): nothing is duplicated, the same single dry run.
-    let again = Embedded::start(&dir, &["demo"]);
+    let again = Embedded::start_with(&dir, &[("CLOCK_START", &epoch.to_rfc3339())], &["demo"]);
     again.wait_for("See it at", Duration::from_secs(120));
     let state_again = again.gql(DEMO_STATE, json!({})).await;
     assert_eq!(state_again, state, "a second --demo changed the demo data");

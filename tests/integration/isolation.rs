@@ -68,7 +68,7 @@ async fn other_tenants_ids_look_like_missing_ids() {
         .await;
     let a_mapping = m["createProductMapping"]["productMapping"]["id"].as_str().expect("mapping").to_string();
     // A dry run of tenant A, with its push rows (the aggregation is stepped in-process).
-    let period = domain::Period::latest_closed(chrono::Utc::now().date_naive()).to_string();
+    let period = app.latest_closed().to_string();
     let run = app
         .gql_ok(
             &token("tenant-a", &["operator"]),

@@ -1,6 +1,7 @@
 //! All integration tests compile into one binary (zero2prod style). Each test spawns its own app.
 mod auth;
 mod bad_input;
+mod calendar;
 mod config_errors;
 mod customers;
 mod dashboard;

@@ -8,10 +8,6 @@ const UPDATE: &str = "mutation($id: ID!, $i: ProductMappingInput!, $v: Int!) { u
 const DELETE: &str = "mutation($id: ID!) { deleteProductMapping(id: $id) { deletedId userErrors { code field message } } }";
 const SAVE: &str = "mutation($c: ID!, $m: [ProductMappingInput!]!) { saveProductMappings(customerId: $c, mappings: $m) { productMappings { id version usage cwAdditionId interval } userErrors { code field message } } }";
 
-fn input(customer: &str, module: &str, usage: &str, interval: &str, agreement: i64, seq: i64) -> Value {
-    json!({"customerId": customer, "productModule": module, "usage": usage, "interval": interval, "cwAgreementId": agreement, "cwSequenceNumber": seq})
-}
-
 async fn create(app: &TestApp, tenant: &str, i: Value) -> Value {
     app.gql_ok(&token(tenant, &["operator"]), CREATE, json!({"i": i})).await["createProductMapping"].clone()
 }
@@ -31,7 +27,7 @@ async fn rejected(app: &TestApp, tenant: &str, i: Value, code: &str, field: Valu
 async fn a_valid_mapping_resolves_addition_and_product_once() {
     let app = spawn_app().await;
     let c = ready_tenant(&app, "acme").await;
-    let r = create(&app, "acme", input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 2)).await;
+    let r = create(&app, "acme", mapping_input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 2)).await;
     assert_eq!(r["userErrors"], json!([]));
     let m = &r["productMapping"];
     assert_eq!(m["cwAdditionId"], 9002);
@@ -70,11 +66,13 @@ async fn consumption_sync_disabled() {
     let app = spawn_app().await;
     // Not configured at all.
     let c = app.customer("acme", "e", "E", all_licenses()).await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "CONSUMPTION_SYNC_DISABLED", json!(null)).await;
+    rejected(&app, "acme", mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "CONSUMPTION_SYNC_DISABLED", json!(null))
+        .await;
     // Configured, switch off.
     let c = ready_tenant(&app, "beta").await;
     app.gql_ok(&token("beta", &["admin"]), "mutation { setConsumptionSync(enabled: false) { userErrors { code } } }", json!({})).await;
-    rejected(&app, "beta", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "CONSUMPTION_SYNC_DISABLED", json!(null)).await;
+    rejected(&app, "beta", mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "CONSUMPTION_SYNC_DISABLED", json!(null))
+        .await;
     app.shutdown().await;
 }
 
@@ -89,52 +87,100 @@ async fn every_rule_has_its_code_and_field() {
     assert_eq!(app.map_customer("acme", &no_m365, 101).await["userErrors"], json!([]));
     let ended = app.customer("acme", "ext-d", "Ended", json!([{"productModule": "MICROSOFT_365", "edition": "BUSINESS", "provisionedOn": "2020-01-01", "deprovisionedOn": "2021-01-01"}])).await;
     let f = |n: &str| json!(["input", n]);
-    rejected(&app, "acme", input(&unmapped, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "CUSTOMER_NOT_MAPPED", f("customerId"))
-        .await;
     rejected(
         &app,
         "acme",
-        input(&no_m365, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 502, 1),
+        mapping_input(&unmapped, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1),
+        "CUSTOMER_NOT_MAPPED",
+        f("customerId"),
+    )
+    .await;
+    rejected(
+        &app,
+        "acme",
+        mapping_input(&no_m365, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 502, 1),
         "MODULE_NOT_PROVISIONED",
         f("productModule"),
     )
     .await;
     app.db.execute_unprepared("INSERT INTO cw_companies (tenant_id,id,identifier,name,status,refreshed_at) SELECT tenant_id, 103, 'C103', 'Delta', 'Active', now() FROM cw_companies WHERE id = 100").await.expect("seed");
     assert_eq!(app.map_customer("acme", &ended, 103).await["userErrors"], json!([]));
-    rejected(&app, "acme", input(&ended, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "MODULE_NOT_PROVISIONED", f("productModule"))
-        .await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "CLOUD_STORAGE", "AVERAGE", 500, 1), "USAGE_NOT_ALLOWED", f("usage")).await;
-    rejected(&app, "acme", input(&c, "GOOGLE_WORKSPACE", "ACTIVE_USERS", "SUM", 500, 1), "INTERVAL_NOT_ALLOWED", f("interval")).await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 4242, 1), "AGREEMENT_NOT_FOUND", f("cwAgreementId")).await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 502, 1), "AGREEMENT_NOT_FOUND", f("cwAgreementId")).await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 501, 1), "AGREEMENT_INACTIVE", f("cwAgreementId")).await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 99), "ADDITION_NOT_FOUND", f("cwSequenceNumber"))
-        .await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 10), "ADDITION_AMBIGUOUS", f("cwSequenceNumber"))
-        .await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 12), "ADDITION_CANCELLED", f("cwSequenceNumber"))
+    rejected(
+        &app,
+        "acme",
+        mapping_input(&ended, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1),
+        "MODULE_NOT_PROVISIONED",
+        f("productModule"),
+    )
+    .await;
+    rejected(&app, "acme", mapping_input(&c, "MICROSOFT_365", "CLOUD_STORAGE", "AVERAGE", 500, 1), "USAGE_NOT_ALLOWED", f("usage")).await;
+    rejected(&app, "acme", mapping_input(&c, "GOOGLE_WORKSPACE", "ACTIVE_USERS", "SUM", 500, 1), "INTERVAL_NOT_ALLOWED", f("interval"))
         .await;
     rejected(
         &app,
         "acme",
-        input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 13),
+        mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 4242, 1),
+        "AGREEMENT_NOT_FOUND",
+        f("cwAgreementId"),
+    )
+    .await;
+    rejected(
+        &app,
+        "acme",
+        mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 502, 1),
+        "AGREEMENT_NOT_FOUND",
+        f("cwAgreementId"),
+    )
+    .await;
+    rejected(&app, "acme", mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 501, 1), "AGREEMENT_INACTIVE", f("cwAgreementId"))
+        .await;
+    rejected(
+        &app,
+        "acme",
+        mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 99),
+        "ADDITION_NOT_FOUND",
+        f("cwSequenceNumber"),
+    )
+    .await;
+    rejected(
+        &app,
+        "acme",
+        mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 10),
+        "ADDITION_AMBIGUOUS",
+        f("cwSequenceNumber"),
+    )
+    .await;
+    rejected(
+        &app,
+        "acme",
+        mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 12),
+        "ADDITION_CANCELLED",
+        f("cwSequenceNumber"),
+    )
+    .await;
+    rejected(
+        &app,
+        "acme",
+        mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 13),
         "ADDITION_PRODUCT_NOT_UNIQUE",
         f("cwSequenceNumber"),
     )
     .await;
-    rejected(&app, "acme", input("999999", "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "NOT_FOUND", f("customerId")).await;
-    rejected(&app, "acme", input("not-an-id", "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "NOT_FOUND", f("customerId")).await;
+    rejected(&app, "acme", mapping_input("999999", "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "NOT_FOUND", f("customerId")).await;
+    rejected(&app, "acme", mapping_input("not-an-id", "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "NOT_FOUND", f("customerId"))
+        .await;
     // The duplicates.
-    assert_eq!(create(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)).await["userErrors"], json!([]));
+    assert_eq!(create(&app, "acme", mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)).await["userErrors"], json!([]));
     rejected(
         &app,
         "acme",
-        input(&c, "MICROSOFT_365", "PRESERVED_USERS", "AVERAGE", 500, 1),
+        mapping_input(&c, "MICROSOFT_365", "PRESERVED_USERS", "AVERAGE", 500, 1),
         "DUPLICATE_ADDITION_MAPPING",
         f("cwSequenceNumber"),
     )
     .await;
-    rejected(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 2), "DUPLICATE_USAGE_MAPPING", f("usage")).await;
+    rejected(&app, "acme", mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 2), "DUPLICATE_USAGE_MAPPING", f("usage"))
+        .await;
     app.shutdown().await;
 }
 
@@ -143,7 +189,7 @@ async fn twenty_concurrent_creates_for_one_addition_one_wins() {
     let app = spawn_app().await;
     let c = ready_tenant(&app, "acme").await;
     let results = futures::future::join_all((0..20).map(|_| {
-        let i = input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 3);
+        let i = mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 3);
         let app = &app;
         async move { create(app, "acme", i).await }
     }))
@@ -171,7 +217,7 @@ async fn twenty_concurrent_creates_for_one_usage_one_wins() {
             .expect("seed");
     }
     let results = futures::future::join_all((0..20).map(|i| {
-        let i = input(&c, "ENTERPRISE_WORKLOADS", "CLOUD_STORAGE", "SUM", 500, 100 + i);
+        let i = mapping_input(&c, "ENTERPRISE_WORKLOADS", "CLOUD_STORAGE", "SUM", 500, 100 + i);
         let app = &app;
         async move { create(app, "acme", i).await }
     }))
@@ -187,28 +233,33 @@ async fn update_with_versions_and_delete() {
     let app = spawn_app().await;
     let c = ready_tenant(&app, "acme").await;
     let op = token("acme", &["operator"]);
-    let m = create(&app, "acme", input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)).await["productMapping"].clone();
+    let m = create(&app, "acme", mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)).await["productMapping"].clone();
     let id = m["id"].clone();
-    let u = app.gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": input(&c, "MICROSOFT_365", "ACTIVE_USERS", "LAST_DAY", 500, 2)})).await;
+    let u = app
+        .gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "LAST_DAY", 500, 2)}))
+        .await;
     assert_eq!(u["updateProductMapping"]["userErrors"], json!([]), "{u}");
     assert_eq!(u["updateProductMapping"]["productMapping"]["version"], 2);
     assert_eq!(u["updateProductMapping"]["productMapping"]["cwAdditionId"], 9002);
     assert_eq!(u["updateProductMapping"]["productMapping"]["id"], id);
     // Stale version.
-    let u = app.gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": input(&c, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 2)})).await;
+    let u = app
+        .gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 2)}))
+        .await;
     assert_eq!(u["updateProductMapping"]["userErrors"][0]["code"], "VERSION_CONFLICT");
     assert_eq!(u["updateProductMapping"]["userErrors"][0]["field"], json!(["expectedVersion"]));
     // Concurrent updates with the same version: exactly one wins.
     let results = futures::future::join_all((0..10).map(|i| {
-        let vars = json!({"id": id, "v": 2, "i": input(&c, "MICROSOFT_365", "ACTIVE_USERS", if i % 2 == 0 { "MAXIMUM" } else { "AVERAGE" }, 500, 2)});
+        let vars = json!({"id": id, "v": 2, "i": mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", if i % 2 == 0 { "MAXIMUM" } else { "AVERAGE" }, 500, 2)});
         let (app, op) = (&app, &op);
         async move { app.gql_ok(op, UPDATE, vars).await }
     }))
     .await;
     assert_eq!(results.iter().filter(|r| r["updateProductMapping"]["userErrors"] == json!([])).count(), 1, "{results:?}");
     // Unknown ids.
-    let u =
-        app.gql_ok(&op, UPDATE, json!({"id": "424242", "v": 1, "i": input(&c, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 2)})).await;
+    let u = app
+        .gql_ok(&op, UPDATE, json!({"id": "424242", "v": 1, "i": mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 2)}))
+        .await;
     assert_eq!(u["updateProductMapping"]["userErrors"][0]["code"], "NOT_FOUND");
     let d = app.gql_ok(&op, DELETE, json!({"id": "424242"})).await;
     assert_eq!(d["deleteProductMapping"]["userErrors"][0]["code"], "NOT_FOUND");
@@ -238,7 +289,7 @@ async fn save_product_mappings_is_atomic_and_keeps_ids() {
     let c = ready_tenant(&app, "acme").await;
     let op = token("acme", &["operator"]);
     let s = app
-        .gql_ok(&op, SAVE, json!({"c": c, "m": [input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 2), input(&c, "ENTERPRISE_WORKLOADS", "CLOUD_STORAGE", "SUM", 500, 3)]}))
+        .gql_ok(&op, SAVE, json!({"c": c, "m": [mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), mapping_input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 2), mapping_input(&c, "ENTERPRISE_WORKLOADS", "CLOUD_STORAGE", "SUM", 500, 3)]}))
         .await;
     assert_eq!(s["saveProductMappings"]["userErrors"], json!([]), "{s}");
     let first = s["saveProductMappings"]["productMappings"].as_array().expect("list").clone();
@@ -249,7 +300,7 @@ async fn save_product_mappings_is_atomic_and_keeps_ids() {
     let m365 = id_of(&first, "ACTIVE_USERS", 9001).expect("m365");
     // Swap additions between two kept mappings, drop one, add one: ids of kept ones stay.
     let s = app
-        .gql_ok(&op, SAVE, json!({"c": c, "m": [input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 2), input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 1), input(&c, "GOOGLE_WORKSPACE", "PRESERVED_USERS", "LAST_DAY", 500, 4)]}))
+        .gql_ok(&op, SAVE, json!({"c": c, "m": [mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 2), mapping_input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 1), mapping_input(&c, "GOOGLE_WORKSPACE", "PRESERVED_USERS", "LAST_DAY", 500, 4)]}))
         .await;
     assert_eq!(s["saveProductMappings"]["userErrors"], json!([]), "{s}");
     let second = s["saveProductMappings"]["productMappings"].as_array().expect("list").clone();
@@ -265,7 +316,7 @@ async fn save_product_mappings_is_atomic_and_keeps_ids() {
         )
         .await;
     let s = app
-        .gql_ok(&op, SAVE, json!({"c": c, "m": [input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 5), input(&c, "MICROSOFT_365", "CLOUD_STORAGE", "AVERAGE", 500, 4), input(&c, "ENDPOINTS", "ACTIVE_USERS", "AVERAGE", 500, 5)]}))
+        .gql_ok(&op, SAVE, json!({"c": c, "m": [mapping_input(&c, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 5), mapping_input(&c, "MICROSOFT_365", "CLOUD_STORAGE", "AVERAGE", 500, 4), mapping_input(&c, "ENDPOINTS", "ACTIVE_USERS", "AVERAGE", 500, 5)]}))
         .await;
     let errs = s["saveProductMappings"]["userErrors"].as_array().expect("errors").clone();
     assert!(errs.iter().any(|e| e["code"] == "USAGE_NOT_ALLOWED" && e["field"] == json!(["mappings", "1", "usage"])), "{errs:?}");
@@ -316,7 +367,7 @@ async fn fifty_concurrent_conflicting_mutations_one_wins() {
     let op = token("acme", &["operator"]);
     // 50 creates of the very same mapping.
     let results = futures::future::join_all((0..50).map(|_| {
-        let i = input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 5);
+        let i = mapping_input(&c, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 5);
         let app = &app;
         async move { create(app, "acme", i).await }
     }))
@@ -325,7 +376,7 @@ async fn fifty_concurrent_conflicting_mutations_one_wins() {
     let id = results.iter().find(|r| r["userErrors"] == json!([])).map(|r| r["productMapping"]["id"].clone()).expect("winner");
     // 50 updates with the same expected version, each to a different interval/addition.
     let results = futures::future::join_all((0..50).map(|i| {
-        let vars = json!({"id": id, "v": 1, "i": input(&c, "ENDPOINTS", "ACTIVE_USERS", ["AVERAGE", "LAST_DAY"][i % 2], 500, [1, 2, 3, 4][i % 4])});
+        let vars = json!({"id": id, "v": 1, "i": mapping_input(&c, "ENDPOINTS", "ACTIVE_USERS", ["AVERAGE", "LAST_DAY"][i % 2], 500, [1, 2, 3, 4][i % 4])});
         let (app, op) = (&app, &op);
         async move { app.gql_ok(op, UPDATE, vars).await }
     }))

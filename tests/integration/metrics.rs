@@ -126,7 +126,7 @@ async fn metrics_expose_http_graphql_push_run_queue_and_worker_families() {
     // A heartbeat shows up as a live worker; no token is needed to scrape.
     sea_orm::ConnectionTrait::execute_unprepared(
         &app.db,
-        "INSERT INTO worker_heartbeats (worker_name, started_at, last_seen_at) VALUES ('w-1', now(), now())",
+        &format!("INSERT INTO worker_heartbeats (worker_name, started_at, last_seen_at) VALUES ('w-1', {now}, {now})", now = app.sql_now()),
     )
     .await
     .expect("heartbeat");

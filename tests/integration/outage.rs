@@ -84,7 +84,7 @@ async fn a_database_outage_gives_coded_errors_then_full_service() {
     .collect();
     let settings = Arc::new(sync_core::Settings::from_vars(&vars).expect("settings"));
     let queue = worker::RedisQueue::connect(&settings).await.expect("redis");
-    let app = api::Application::build(settings, db, Arc::new(queue)).await.expect("build");
+    let app = api::Application::build(settings, db, Arc::new(queue), shared_clock()).await.expect("build");
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());

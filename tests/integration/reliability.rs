@@ -175,7 +175,7 @@ async fn two_thousand_pushes_survive_the_fault_matrix() {
         ..Default::default()
     })
     .await;
-    let period = domain::Period::latest_closed(chrono::Utc::now().date_naive());
+    let period = app.latest_closed();
     let mut expected = HashMap::new();
     let mut tenant_of_addition = HashMap::new();
     let mut tenants = Vec::new();
@@ -243,6 +243,8 @@ async fn two_thousand_pushes_survive_the_fault_matrix() {
         .await
         .expect("429 attempts");
     type Window = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+    // Attempt rows carry the app's (pinned) clock, the fake's records the wall clock.
+    let app_to_wall = chrono::Utc::now() - app.now();
     let mut pauses: HashMap<i64, Vec<Window>> = HashMap::new();
     for row in &rows {
         let request_id: String = row.try_get("", "request_id").expect("request id");
@@ -252,7 +254,7 @@ async fn two_thousand_pushes_survive_the_fault_matrix() {
         let seen = by_request_id.get(request_id.as_str()).expect("every 429 we recorded was seen by the fake");
         let answered = seen.wall_clock + chrono::Duration::from_std(seen.finished_at - seen.started_at).expect("duration");
         let until = answered + chrono::Duration::seconds(seen.retry_after_secs.expect("Retry-After recorded") as i64);
-        let received = started + chrono::Duration::milliseconds(duration);
+        let received = started + app_to_wall + chrono::Duration::milliseconds(duration);
         pauses.entry(tenant_of_addition[&addition]).or_default().push((received, until));
     }
     let (mut early, mut in_flight) = (Vec::new(), 0usize);

@@ -149,6 +149,8 @@ async fn private_keys_and_tokens_never_reach_the_logs() {
         .env("SECRETS_KEY", sync_core::crypto::SecretBox::generate_key_base64())
         .env("CW_ALLOW_HTTP", "true")
         .env("CW_CLIENT_ID", &fake.config().client_id)
+        // The calendar of this test process's tokens.
+        .env("CLOCK_START", shared_clock().now().to_rfc3339())
         .env("RUST_LOG", "debug")
         .env("LOG_FORMAT", "json")
         .stdout(log.try_clone().expect("clone"))

@@ -19,23 +19,6 @@ const PREVIEW: &str = "query($p: Period!) { consumptionPreview(period: $p) { pro
 /// What reaches ConnectWise per addition (see [`month_of_consumption`]).
 const EXPECTED: [(i64, i64); 5] = [(9001, 11), (9002, 8), (9003, 42), (9004, 121), (9030, 5)];
 
-fn mapping(customer: &str, module: &str, usage: &str, interval: &str, agreement: i64, seq: i64) -> Value {
-    json!({"customerId": customer, "productModule": module, "usage": usage, "interval": interval, "cwAgreementId": agreement, "cwSequenceNumber": seq})
-}
-
-fn sample(customer: &str, module: &str, usage: &str, day: String, value: &str) -> Value {
-    json!({"customerId": customer, "productModule": module, "usage": usage, "day": day, "value": value})
-}
-
-fn closed_period() -> (String, u32) {
-    let p = domain::Period::latest_closed(chrono::Utc::now().date_naive());
-    (p.to_string(), p.num_days())
-}
-
-fn day(period: &str, d: u32) -> String {
-    format!("{period}-{d:02}")
-}
-
 fn codes(payload: &Value) -> Vec<(String, Value)> {
     payload["userErrors"]
         .as_array()
@@ -64,15 +47,15 @@ async fn mappings_with_validation(app: &TestApp, c1: &str) {
     let unmapped = app.customer("acme", "ext-u", "Unmapped", all_licenses()).await;
     let f = |n: &str| json!(["input", n]);
     for (input, code, field) in [
-        (mapping(&unmapped, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "CUSTOMER_NOT_MAPPED", f("customerId")),
-        (mapping(c1, "MICROSOFT_365", "CLOUD_STORAGE", "AVERAGE", 500, 1), "USAGE_NOT_ALLOWED", f("usage")),
-        (mapping(c1, "GOOGLE_WORKSPACE", "ACTIVE_USERS", "SUM", 500, 1), "INTERVAL_NOT_ALLOWED", f("interval")),
-        (mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 502, 1), "AGREEMENT_NOT_FOUND", f("cwAgreementId")),
-        (mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 501, 1), "AGREEMENT_INACTIVE", f("cwAgreementId")),
-        (mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 99), "ADDITION_NOT_FOUND", f("cwSequenceNumber")),
-        (mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 10), "ADDITION_AMBIGUOUS", f("cwSequenceNumber")),
-        (mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 12), "ADDITION_CANCELLED", f("cwSequenceNumber")),
-        (mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 13), "ADDITION_PRODUCT_NOT_UNIQUE", f("cwSequenceNumber")),
+        (mapping_input(&unmapped, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1), "CUSTOMER_NOT_MAPPED", f("customerId")),
+        (mapping_input(c1, "MICROSOFT_365", "CLOUD_STORAGE", "AVERAGE", 500, 1), "USAGE_NOT_ALLOWED", f("usage")),
+        (mapping_input(c1, "GOOGLE_WORKSPACE", "ACTIVE_USERS", "SUM", 500, 1), "INTERVAL_NOT_ALLOWED", f("interval")),
+        (mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 502, 1), "AGREEMENT_NOT_FOUND", f("cwAgreementId")),
+        (mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 501, 1), "AGREEMENT_INACTIVE", f("cwAgreementId")),
+        (mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 99), "ADDITION_NOT_FOUND", f("cwSequenceNumber")),
+        (mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 10), "ADDITION_AMBIGUOUS", f("cwSequenceNumber")),
+        (mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 12), "ADDITION_CANCELLED", f("cwSequenceNumber")),
+        (mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 13), "ADDITION_PRODUCT_NOT_UNIQUE", f("cwSequenceNumber")),
     ] {
         let r = app.gql_ok(&op, CREATE, json!({"i": input})).await["createProductMapping"].clone();
         assert_eq!(codes(&r), vec![(code.to_string(), field)], "{r}");
@@ -81,7 +64,7 @@ async fn mappings_with_validation(app: &TestApp, c1: &str) {
     // Ten concurrent creates of the same mapping: the unique indexes let exactly one through.
     let results = futures::future::join_all((0..10).map(|_| {
         let (app, op) = (app, &op);
-        async move { app.gql_ok(op, CREATE, json!({"i": mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)})).await }
+        async move { app.gql_ok(op, CREATE, json!({"i": mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)})).await }
     }))
     .await;
     let won: Vec<&Value> = results.iter().filter(|r| r["createProductMapping"]["userErrors"] == json!([])).collect();
@@ -96,15 +79,19 @@ async fn mappings_with_validation(app: &TestApp, c1: &str) {
     assert_eq!(app.count("product_mappings").await, 1);
     // Optimistic versions.
     let id = won[0]["createProductMapping"]["productMapping"]["id"].clone();
-    let u = app.gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 1)})).await;
+    let u = app
+        .gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "MAXIMUM", 500, 1)}))
+        .await;
     assert_eq!(u["updateProductMapping"]["productMapping"]["version"], 2, "{u}");
-    let u = app.gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)})).await;
+    let u = app
+        .gql_ok(&op, UPDATE, json!({"id": id, "v": 1, "i": mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1)}))
+        .await;
     assert_eq!(codes(&u["updateProductMapping"]), vec![("VERSION_CONFLICT".to_string(), json!(["expectedVersion"]))], "{u}");
 }
 
 /// Both customers' mappings (all four methods) and one month of samples, after a rejected batch.
 async fn month_of_consumption(app: &TestApp, c1: &str, c2: &str) {
-    let (period, last) = closed_period();
+    let (period, last) = app.closed_period();
     let op = token("acme", &["operator"]);
     let save = |c: &str, m: Vec<Value>| {
         let (op, c) = (op.clone(), c.to_string());
@@ -116,14 +103,14 @@ async fn month_of_consumption(app: &TestApp, c1: &str, c2: &str) {
     save(
         c1,
         vec![
-            mapping(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1),
-            mapping(c1, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 2),
-            mapping(c1, "GOOGLE_WORKSPACE", "ACTIVE_USERS", "LAST_DAY", 500, 3),
-            mapping(c1, "ENTERPRISE_WORKLOADS", "CLOUD_STORAGE", "SUM", 500, 4),
+            mapping_input(c1, "MICROSOFT_365", "ACTIVE_USERS", "AVERAGE", 500, 1),
+            mapping_input(c1, "ENDPOINTS", "ACTIVE_USERS", "MAXIMUM", 500, 2),
+            mapping_input(c1, "GOOGLE_WORKSPACE", "ACTIVE_USERS", "LAST_DAY", 500, 3),
+            mapping_input(c1, "ENTERPRISE_WORKLOADS", "CLOUD_STORAGE", "SUM", 500, 4),
         ],
     )
     .await;
-    save(c2, vec![mapping(c2, "MICROSOFT_365", "PRESERVED_USERS", "LAST_DAY", 502, 1)]).await;
+    save(c2, vec![mapping_input(c2, "MICROSOFT_365", "PRESERVED_USERS", "LAST_DAY", 502, 1)]).await;
     assert_eq!(app.count("product_mappings").await, 5);
 
     let integration = token("acme", &["integration"]);
@@ -188,7 +175,7 @@ async fn core_flow(sqlite: bool) {
 
     mappings_with_validation(&app, &c1).await;
     month_of_consumption(&app, &c1, &c2).await;
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     let op = token("acme", &["operator"]);
 
     // Aggregation, as the preview shows it.

@@ -5,22 +5,8 @@ use std::collections::HashMap;
 use integration_tests::*;
 use serde_json::{Value, json};
 
-/// The latest closed month (the only one a non-dry run may push) and its last day.
-fn closed_period() -> (String, u32) {
-    let p = domain::Period::latest_closed(chrono::Utc::now().date_naive());
-    (p.to_string(), p.num_days())
-}
-
-fn day(period: &str, d: u32) -> String {
-    format!("{period}-{d:02}")
-}
-
 const RUN: &str = "mutation($p: Period!, $d: Boolean, $c: [ID!]) { runMonthlySync(period: $p, dryRun: $d, customerIds: $c) { syncRun { id status dryRun trigger period } userErrors { code field message } } }";
 const PUSHES: &str = "query($r: ID) { pushes(syncRunId: $r, first: 100) { edges { node { id status quantity value fallback sampleDays skipReason attempts lastErrorCode ticketId cwAdditionId method attemptHistory { step httpStatus requestId durationMs } } } } }";
-
-fn sample(customer: &str, module: &str, usage: &str, day: String, value: &str) -> Value {
-    json!({"customerId": customer, "productModule": module, "usage": usage, "day": day, "value": value})
-}
 
 async fn record(app: &TestApp, tenant: &str, samples: Vec<Value>) -> Value {
     let d = app
@@ -60,7 +46,7 @@ fn by_addition(pushes: &[Value]) -> HashMap<i64, Value> {
 
 /// Two customers, all four methods; returns (customer one, customer two).
 async fn month_of_consumption(app: &TestApp, tenant: &str) -> (String, String) {
-    let (period, last) = closed_period();
+    let (period, last) = app.closed_period();
     app.seed_fake(&standard_catalog());
     let c1 = ready_tenant(app, tenant).await;
     let c2 = app.customer(tenant, "ext-2", "Customer Two", all_licenses()).await;
@@ -106,7 +92,7 @@ const EXPECTED: [(i64, i64); 5] = [(9001, 11), (9002, 8), (9003, 42), (9004, 121
 async fn a_full_month_reaches_connectwise_with_exact_quantities() {
     let app = spawn_app_with(AppOptions { with_worker: true, ..Default::default() }).await;
     let (c1, _c2) = month_of_consumption(&app, "acme").await;
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     let op = token("acme", &["operator"]);
     // The preview shows what will be sent.
     let prev = app.gql_ok(&op, "query($p: Period!) { consumptionPreview(period: $p) { productMapping { cwAdditionId } value quantity method sampleDays fallback skipReason } }", json!({"p": period})).await;
@@ -177,7 +163,7 @@ async fn a_full_month_reaches_connectwise_with_exact_quantities() {
     assert!(pushes(&app, "acme", &again_id).await.iter().all(|p| p["status"] == "SKIPPED" && p["skipReason"] == "UNCHANGED"));
     assert_eq!(app.fake.patch_count(), 5);
     // A correction flags the mapping stale; the next run re-sends only that one.
-    let (_, last) = closed_period();
+    let (_, last) = app.closed_period();
     let r = record(&app, "acme", vec![sample(&c1, "GOOGLE_WORKSPACE", "ACTIVE_USERS", day(&period, last), "45")]).await;
     assert_eq!(r["result"]["updated"], 1, "{r}");
     assert_eq!(r["result"]["staleMappings"], 1, "{r}");
@@ -199,7 +185,7 @@ async fn period_rules_and_input_errors() {
     let app = spawn_app().await;
     ready_tenant(&app, "acme").await;
     let op = token("acme", &["operator"]);
-    let today = chrono::Utc::now().date_naive();
+    let today = app.today();
     let current = domain::Period::of(today).to_string();
     let old = domain::Period::latest_closed(today).previous().to_string();
     let code = |d: &Value| d["runMonthlySync"]["userErrors"][0]["code"].clone();
@@ -208,7 +194,7 @@ async fn period_rules_and_input_errors() {
     // Dry runs accept any month.
     assert_eq!(app.gql_ok(&op, RUN, json!({"p": old, "d": true})).await["runMonthlySync"]["userErrors"], json!([]));
     // Unknown customer ids.
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     assert_eq!(code(&app.gql_ok(&op, RUN, json!({"p": period, "c": ["424242"]})).await), "NOT_FOUND");
     // A malformed period is a GraphQL input error.
     let body = app.gql(&op, RUN, json!({"p": "2026-13"})).await;
@@ -274,7 +260,7 @@ async fn a_vanished_addition_dies_with_one_ticket_and_can_be_retried() {
     let app = spawn_app_with(AppOptions { with_worker: true, ..Default::default() }).await;
     month_of_consumption(&app, "acme").await;
     app.fake.remove_addition(500, 9002);
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     let op = token("acme", &["operator"]);
     let run = app.gql_ok(&op, RUN, json!({"p": period})).await;
     let run_id = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
@@ -333,7 +319,7 @@ async fn a_vanished_addition_dies_with_one_ticket_and_can_be_retried() {
 
 /// Many mappings, so a run takes a few seconds against a slow fake.
 async fn many_mappings(app: &TestApp, tenant: &str, customers: i64, per_customer: i64) -> HashMap<i64, i64> {
-    let (period, last) = closed_period();
+    let (period, last) = app.closed_period();
     app.configure_cw(tenant).await;
     let mut cat = Catalog::default();
     for c in 0..customers {
@@ -395,7 +381,7 @@ async fn a_worker_killed_mid_run_loses_nothing() {
     let app = spawn_app().await; // no in-process worker: separate processes below
     let expected = many_mappings(&app, "acme", 10, 4).await;
     app.fake.set_latency(std::time::Duration::from_millis(150));
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     let mut w1 = app.spawn_worker_process(&[("PUSH_CONCURRENCY", "2")]);
     let run = app.gql_ok(&token("acme", &["operator"]), RUN, json!({"p": period})).await;
     let run_id = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
@@ -420,7 +406,7 @@ async fn a_lost_redis_queue_is_recovered_by_reconciliation() {
         spawn_app_with(AppOptions { with_worker: true, env: vec![("PUSH_CONCURRENCY".into(), "2".into())], ..Default::default() }).await;
     let expected = many_mappings(&app, "acme", 6, 4).await;
     app.fake.set_latency(std::time::Duration::from_millis(150));
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     let run = app.gql_ok(&token("acme", &["operator"]), RUN, json!({"p": period})).await;
     let run_id = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
     app.wait_for(60, "a few pushes", || async { (app.fake.patch_count() >= 3).then_some(()) }).await;
@@ -446,7 +432,7 @@ async fn unmapping_during_a_run_cancels_that_mappings_pending_push() {
     // Each call takes 2 s: while the only push slot waits on its first call, every other push of
     // the run stays PENDING (the queue's order does not matter).
     app.fake.set_latency(std::time::Duration::from_secs(2));
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     let op = token("acme", &["operator"]);
     let run = app.gql_ok(&op, RUN, json!({"p": period})).await;
     let run_id = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();
@@ -494,7 +480,7 @@ async fn two_workers_on_one_cron_tick_make_one_run_per_tenant() {
     let cron = [("SYNC_CRON", "*/2 * * * * *")];
     let _w1 = app.spawn_worker_process(&cron);
     let _w2 = app.spawn_worker_process(&cron);
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     for tenant in ["acme", "beta"] {
         app.wait_for(60, "the scheduled run", || async {
             let d = app.gql_ok(&token(tenant, &["viewer"]), "{ syncRuns { edges { node { trigger period } } } }", json!({})).await;
@@ -518,7 +504,7 @@ async fn concurrent_retries_of_one_push_make_one_attempt() {
     let app = spawn_app_with(AppOptions { with_worker: true, ..Default::default() }).await;
     month_of_consumption(&app, "acme").await;
     app.fake.remove_addition(500, 9002);
-    let (period, _) = closed_period();
+    let (period, _) = app.closed_period();
     let op = token("acme", &["operator"]);
     let run = app.gql_ok(&op, RUN, json!({"p": period})).await;
     let run_id = run["runMonthlySync"]["syncRun"]["id"].as_str().expect("run").to_string();

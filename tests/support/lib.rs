@@ -13,11 +13,28 @@ use fake_connectwise::{FakeAddition, FakeAgreement, FakeBoard, FakeCompany, Fake
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
-use sync_core::{Settings, crypto::SecretBox};
+use sync_core::{
+    Settings,
+    clock::{SharedClock, ShiftedClock},
+    crypto::SecretBox,
+};
 
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// The instant test apps' clocks start at unless a test pins its own: 2026-08-03 10:00 UTC, so
+/// "the latest closed month" is July 2026 (31 days) whatever day the suite runs on.
+pub fn test_epoch() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-08-03T10:00:00Z").expect("constant instant").to_utc()
+}
+
+/// The clock every test app of this process shares unless it pins its own
+/// ([`AppOptions::clock_start`]): [`test_epoch`] when first used, then running in real time.
+pub fn shared_clock() -> SharedClock {
+    static CLOCK: OnceLock<SharedClock> = OnceLock::new();
+    CLOCK.get_or_init(|| Arc::new(ShiftedClock::starting_at(test_epoch()))).clone()
+}
 
 fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
@@ -41,6 +58,8 @@ pub struct TestApp {
     pub queue: AppQueue,
     /// The environment the app was configured with (for worker processes of the same deployment).
     pub env: HashMap<String, String>,
+    /// The app's clock (shared with its in-process workers; worker processes start from it).
+    pub clock: SharedClock,
     server: actix_web::dev::ServerHandle,
     worker: Option<worker::WorkerHandle>,
 }
@@ -55,6 +74,14 @@ pub struct AppOptions {
     /// The embedded deployment: a temporary SQLite file with the job queue in it (apalis-sqlite)
     /// and no Redis, instead of PostgreSQL + Redis.
     pub sqlite: bool,
+    /// The app's clock (default: the process-wide [`shared_clock`]); e.g. [`pinned_at`] for another
+    /// month, or a `ManualClock` a test moves itself.
+    pub clock: Option<SharedClock>,
+}
+
+/// A clock that starts at `at` and runs on in real time.
+pub fn pinned_at(at: &str) -> SharedClock {
+    Arc::new(ShiftedClock::starting_at(chrono::DateTime::parse_from_rfc3339(at).expect("an RFC 3339 instant").to_utc()))
 }
 
 /// The job queue a [`TestApp`] runs on (Redis, or SQLite with [`AppOptions::sqlite`]).
@@ -134,12 +161,14 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         vars.insert(k.clone(), v.clone());
     }
     let settings = Arc::new(Settings::from_vars(&vars).expect("test settings"));
+    let clock: SharedClock = opts.clock.clone().unwrap_or_else(shared_clock);
     let queue = if opts.sqlite {
         AppQueue(worker::SqliteQueue::setup(&db).await.expect("SQLite job queue").into())
     } else {
         AppQueue(worker::RedisQueue::connect(&settings).await.expect("Redis must be running on 127.0.0.1:6379").into())
     };
-    let app = api::Application::build(settings.clone(), db.clone(), Arc::new(queue.worker_queue())).await.expect("build app");
+    let app =
+        api::Application::build(settings.clone(), db.clone(), Arc::new(queue.worker_queue()), clock.clone()).await.expect("build app");
     let port = app.port();
     let server = app.handle();
     tokio::spawn(app.run_until_stopped());
@@ -152,7 +181,15 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
             }
             worker::WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::new(settings.cw_rate_per_tenant)),
         };
-        let deps = worker::engine_deps(db.clone(), &queue.worker_queue(), settings.clone(), secrets, api::startup::http_client(), rate);
+        let deps = worker::engine_deps(
+            db.clone(),
+            &queue.worker_queue(),
+            settings.clone(),
+            secrets,
+            api::startup::http_client(),
+            rate,
+            clock.clone(),
+        );
         Some(worker::spawn_in_process(deps, queue.worker_queue()).await)
     } else {
         None
@@ -167,6 +204,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
         queue,
         env: vars,
+        clock,
         server,
         worker,
     }
@@ -212,7 +250,8 @@ impl TestApp {
                 cmd.env(key, v);
             }
         }
-        cmd.envs(&self.env).env("RUST_LOG", "warn");
+        // The worker's clock starts where the app's shows now, so both see the same pinned calendar.
+        cmd.envs(&self.env).env("RUST_LOG", "warn").env("CLOCK_START", self.clock.now().to_rfc3339());
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -238,9 +277,46 @@ impl TestApp {
         }
     }
 
+    /// The app's current instant.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// The app's "today".
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.clock.today()
+    }
+
+    /// The latest closed month on the app's clock (the only one a non-dry run may push).
+    pub fn latest_closed(&self) -> domain::Period {
+        domain::Period::latest_closed(self.today())
+    }
+
+    /// The latest closed month and its number of days.
+    pub fn closed_period(&self) -> (String, u32) {
+        let p = self.latest_closed();
+        (p.to_string(), p.num_days())
+    }
+
+    /// The app's current instant as an SQL timestamp literal of its backend (for rows a test writes
+    /// directly; never the database server's own `now()`, which does not know the pinned clock).
+    pub fn sql_now(&self) -> String {
+        self.sql_time(self.now())
+    }
+
+    /// `at` as an SQL timestamp literal of the app's backend.
+    pub fn sql_time(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+        if self.is_sqlite() { format!("'{}'", at.to_rfc3339()) } else { format!("'{}'::timestamptz", at.to_rfc3339()) }
+    }
+
+    /// An HS256 test token valid for an hour on the app's clock.
+    pub fn token(&self, tenant: &str, roles: &[&str]) -> String {
+        sign_hs256(&claims_at(tenant, roles, self.now().timestamp()), JWT_SECRET)
+    }
+
     /// Wait until the run is no longer RUNNING; returns its final JSON.
     pub async fn wait_for_run(&self, tenant: &str, run_id: &str, secs: u64) -> Value {
-        let t = token(tenant, &["viewer"]);
+        let t = self.token(tenant, &["viewer"]);
         self.wait_for(secs, "the run to finish", || {
             let t = t.clone();
             async move {
@@ -254,16 +330,22 @@ impl TestApp {
     }
 }
 
-/// Claims for a test token; `exp` defaults to an hour from now.
+/// Claims for a test token valid for an hour on the [`shared_clock`].
 pub fn claims(tenant: &str, roles: &[&str]) -> Value {
-    json!({"sub": format!("user-of-{tenant}"), "tenant": tenant, "roles": roles, "exp": now() + 3600, "iat": now()})
+    claims_at(tenant, roles, now())
 }
 
+/// Claims for a test token issued at `now` (seconds), valid for an hour.
+pub fn claims_at(tenant: &str, roles: &[&str], now: i64) -> Value {
+    json!({"sub": format!("user-of-{tenant}"), "tenant": tenant, "roles": roles, "exp": now + 3600, "iat": now})
+}
+
+/// Seconds since the epoch on the [`shared_clock`] (the clock of apps that pin none).
 pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    shared_clock().now().timestamp()
 }
 
-/// An HS256 token signed with the test secret.
+/// An HS256 token signed with the test secret, for apps on the [`shared_clock`].
 pub fn token(tenant: &str, roles: &[&str]) -> String {
     sign_hs256(&claims(tenant, roles), JWT_SECRET)
 }
@@ -356,7 +438,7 @@ impl TestApp {
 
     /// Configure ConnectWise for `tenant` against this app's fake, with consumption sync on.
     pub async fn configure_cw(&self, tenant: &str) -> Value {
-        let admin = token(tenant, &["admin"]);
+        let admin = self.token(tenant, &["admin"]);
         let cfg = self.fake.config();
         let data = self
             .gql_ok(
@@ -372,16 +454,14 @@ impl TestApp {
 
     /// The tenant's row id (created on first token use).
     pub async fn tenant_id(&self, tenant: &str) -> i64 {
-        self.gql_ok(&token(tenant, &["viewer"]), "{ me { tenantId } }", json!({})).await;
-        sync_core::service::tenants::ensure_tenant(&self.db, tenant).await.expect("tenant")
+        self.gql_ok(&self.token(tenant, &["viewer"]), "{ me { tenantId } }", json!({})).await;
+        sync_core::service::tenants::ensure_tenant(&self.db, tenant, self.now()).await.expect("tenant")
     }
 
     /// Fill the tenant's catalog cache directly (the worker's refresh does this in production).
     pub async fn seed_catalog(&self, tenant: &str, c: &Catalog) {
         let t = self.tenant_id(tenant).await;
-        // SQLite has no `now()`; its timestamps are RFC 3339 text, as sqlx writes them.
-        let sqlite_now = format!("'{}'", chrono::Utc::now().to_rfc3339());
-        let now = if self.is_sqlite() { sqlite_now.as_str() } else { "now()" };
+        let now = self.sql_now();
         let mut sql = Vec::new();
         for co in &c.companies {
             sql.push(format!(
@@ -455,7 +535,7 @@ impl TestApp {
     pub async fn customer(&self, tenant: &str, external_id: &str, name: &str, licenses: Value) -> String {
         let data = self
             .gql_ok(
-                &token(tenant, &["integration"]),
+                &self.token(tenant, &["integration"]),
                 "mutation($i: [CustomerInput!]!) { upsertCustomers(input: $i) { customers { id } userErrors { code field message } } }",
                 json!({"i": [{"externalId": external_id, "accountName": name, "licenses": licenses}]}),
             )
@@ -467,7 +547,7 @@ impl TestApp {
     /// Map a customer to a company; returns the payload.
     pub async fn map_customer(&self, tenant: &str, customer_id: &str, company: i64) -> Value {
         self.gql_ok(
-            &token(tenant, &["operator"]),
+            &self.token(tenant, &["operator"]),
             "mutation($c: ID!, $co: Int!) { mapCustomer(customerId: $c, cwCompanyId: $co) { customer { id cwCompany { id } } userErrors { code field message } } }",
             json!({"c": customer_id, "co": company}),
         )
@@ -494,6 +574,21 @@ impl TestApp {
                 .await;
         }
     }
+}
+
+/// A `ProductMappingInput`.
+pub fn mapping_input(customer: &str, module: &str, usage: &str, interval: &str, agreement: i64, seq: i64) -> Value {
+    json!({"customerId": customer, "productModule": module, "usage": usage, "interval": interval, "cwAgreementId": agreement, "cwSequenceNumber": seq})
+}
+
+/// A `ConsumptionSampleInput` by customer id.
+pub fn sample(customer: &str, module: &str, usage: &str, day: String, value: &str) -> Value {
+    json!({"customerId": customer, "productModule": module, "usage": usage, "day": day, "value": value})
+}
+
+/// Day `d` of `period` (`YYYY-MM`) as `YYYY-MM-DD`.
+pub fn day(period: &str, d: u32) -> String {
+    format!("{period}-{d:02}")
 }
 
 /// A small ConnectWise catalog.

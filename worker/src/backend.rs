@@ -5,9 +5,23 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use sync_core::jobs::{Job, JobQueue, QueueError};
+use sync_core::{
+    clock::{Clock, SystemClock},
+    jobs::{Job, JobQueue, QueueError},
+};
 
 use crate::{QueueStats, RedisQueue, SqliteQueue, WorkerError};
+
+/// The queues' own time: apalis schedules and expires tasks by the operating system's clock,
+/// whatever the service's clock shows (a pinned test clock), so queue scores use it too.
+pub(crate) fn queue_now() -> DateTime<Utc> {
+    SystemClock.now()
+}
+
+/// The queue time `delay` from now (a delayed job's run-at).
+pub(crate) fn queue_time_after(delay: Duration) -> DateTime<Utc> {
+    queue_now() + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX)
+}
 
 /// The queue backend of a deployment. Cheap to clone.
 // Both variants are about a kilobyte (five apalis storages each) and the value is made once per
@@ -85,8 +99,8 @@ impl JobQueue for WorkerQueue {
         self.inner().enqueue(job)
     }
 
-    fn enqueue_at(&self, job: Job, at: DateTime<Utc>) -> BoxFuture<'_, Result<(), QueueError>> {
-        self.inner().enqueue_at(job, at)
+    fn enqueue_after(&self, job: Job, delay: std::time::Duration) -> BoxFuture<'_, Result<(), QueueError>> {
+        self.inner().enqueue_after(job, delay)
     }
 
     fn depth(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, QueueError>> {

@@ -26,12 +26,11 @@ pub use sqlite_queue::SqliteQueue;
 
 use std::sync::Arc;
 
-use engine::{EngineDeps, SystemClock, TenantRateLimiter};
+use engine::{EngineDeps, TenantRateLimiter};
 use sea_orm::DatabaseConnection;
-use sync_core::{Settings, crypto::SecretBox};
+use sync_core::{Settings, clock::SharedClock, crypto::SecretBox};
 
-/// The engine's dependencies with `queue` (Redis, SQLite or either) as the job queue and the
-/// system clock.
+/// The engine's dependencies with `queue` (Redis, SQLite or either) as the job queue.
 pub fn engine_deps<Q: sync_core::jobs::JobQueue + Clone>(
     db: DatabaseConnection,
     queue: &Q,
@@ -39,6 +38,7 @@ pub fn engine_deps<Q: sync_core::jobs::JobQueue + Clone>(
     secrets: Option<SecretBox>,
     http: reqwest::Client,
     rate: Arc<dyn TenantRateLimiter>,
+    clock: SharedClock,
 ) -> EngineDeps {
-    EngineDeps { db, queue: Arc::new(queue.clone()), settings, secrets, http, rate, clock: Arc::new(SystemClock) }
+    EngineDeps { db, queue: Arc::new(queue.clone()), settings, secrets, http, rate, clock }
 }

@@ -111,6 +111,7 @@ async fn run() -> ExitCode {
     };
 
     let settings = Arc::new(settings);
+    let clock = sync_core::clock::from_settings(&settings);
     let deps = worker::engine_deps(
         db,
         &queue,
@@ -118,6 +119,7 @@ async fn run() -> ExitCode {
         secrets,
         http,
         Arc::new(RedisRateLimiter::for_queue(&queue, settings.cw_rate_per_tenant)),
+        clock,
     );
 
     match run_workers(deps, queue, shutdown_signal()).await {

@@ -197,7 +197,7 @@ impl RedisQueue {
     /// second, "now" for immediate jobs) and moves due ones to the `{queue}:active` list when a
     /// worker fetches; so "ready" counts both the list and the due part of the set.
     pub async fn stats(&self) -> Result<Vec<QueueStats>, WorkerError> {
-        let now = Utc::now().timestamp();
+        let now = crate::backend::queue_now().timestamp();
         let mut pipe = redis::pipe();
         for kind in QUEUE_KINDS {
             let config = queue_config(&self.prefix, kind, 1);
@@ -374,7 +374,7 @@ impl RedisQueue {
     pub async fn promote_due(&self) -> Result<u64, WorkerError> {
         let script = redis::Script::new(PROMOTE_DUE);
         let mut conn = self.conn.clone();
-        let now = Utc::now().timestamp().max(0);
+        let now = crate::backend::queue_now().timestamp().max(0);
         let mut moved = 0;
         for kind in QUEUE_KINDS {
             let config = queue_config(&self.prefix, kind, 1);
@@ -406,8 +406,8 @@ impl JobQueue for RedisQueue {
         Box::pin(async move { self.push_job(job, None).await.map_err(queue_error) })
     }
 
-    fn enqueue_at(&self, job: Job, at: DateTime<Utc>) -> BoxFuture<'_, Result<(), QueueError>> {
-        Box::pin(async move { self.push_job(job, Some(at)).await.map_err(queue_error) })
+    fn enqueue_after(&self, job: Job, delay: std::time::Duration) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move { self.push_job(job, Some(crate::backend::queue_time_after(delay))).await.map_err(queue_error) })
     }
 
     /// Jobs not taken yet per queue kind: ready now plus scheduled for later.

@@ -35,10 +35,13 @@ use apalis::{
     prelude::*,
 };
 use apalis_core::backend::ext::lifecycle::BeforeStart;
-use apalis_cron::{CronScheduler, Tick};
+use apalis_cron::Tick;
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::OnConflict};
-use sync_core::jobs::{AggregateRunJob, CatalogRefreshJob, PushJob, TicketJob};
+use sync_core::{
+    clock::SharedClock,
+    jobs::{AggregateRunJob, CatalogRefreshJob, PushJob, TicketJob},
+};
 use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
@@ -143,7 +146,8 @@ async fn catalog_job(job: CatalogRefreshJob, deps: Data<Deps>, attempt: Attempt)
 
 /// A `SYNC_CRON` tick: start the runs of the month that closed before the tick's day.
 async fn cron_job(tick: Tick, deps: Data<Deps>, attempt: Attempt) -> Result<(), BoxDynError> {
-    let at = i64::try_from(tick.get_timestamp()).ok().and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)).unwrap_or_else(Utc::now);
+    let at =
+        i64::try_from(tick.get_timestamp()).ok().and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)).unwrap_or_else(|| deps.clock.now());
     let period = domain::Period::latest_closed(at.date_naive());
     let result = engine::schedule::start_scheduled_runs(&deps, period).await.map(|runs| {
         tracing::info!(%period, tick = %at, runs = runs.len(), "scheduled monthly sync started");
@@ -214,16 +218,30 @@ fn polled<S: Backend>(storage: S, interval: Duration, restarts: usize) -> Polled
     })
 }
 
-/// Emits the ticks of `SYNC_CRON` (apalis-cron's `CronScheduler`) as tasks that carry an
-/// idempotency key `tick-{unix seconds}`: every worker process pipes its ticks into the same Redis
-/// queue, and the key lets exactly one of them in, so one worker runs each tick.
+/// How often a waiting cron source looks at the clock again (a clock moved by a test, a
+/// suspended host) even when the next tick is further away.
+const TICK_RECHECK: Duration = Duration::from_secs(1);
+
+/// Emits the ticks of `SYNC_CRON` by the service's clock, as tasks that carry an idempotency key
+/// `tick-{unix seconds}`: every worker process pipes its ticks into the same queue, and the key lets
+/// exactly one of them in, so one worker runs each tick. (apalis-cron's `CronScheduler` waits by the
+/// operating system's clock; with a pinned clock its ticks would fall on the wrong day.)
 struct IdempotentTicks {
-    scheduler: CronScheduler<cron::Schedule>,
+    schedule: cron::Schedule,
+    clock: SharedClock,
+    /// The tick being waited for, and the timer of the current wait.
+    next: Option<DateTime<Utc>>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl IdempotentTicks {
-    fn tick_task(tick: Tick) -> Task<Tick> {
-        TaskBuilder::new(tick).idempotency_key(format!("tick-{}", tick.get_timestamp())).build()
+    fn new(schedule: cron::Schedule, clock: SharedClock) -> Self {
+        IdempotentTicks { schedule, clock, next: None, sleep: None }
+    }
+
+    fn tick_task(at: DateTime<Utc>) -> Task<Tick> {
+        let tick = Tick::new(u64::try_from(at.timestamp()).unwrap_or(0));
+        TaskBuilder::new(tick).idempotency_key(format!("tick-{}", at.timestamp())).build()
     }
 }
 
@@ -231,31 +249,40 @@ impl Backend for IdempotentTicks {
     type Task = Task<Tick>;
     type Error = apalis_cron::Error;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>, worker: &WorkerContext) -> std::task::Poll<Result<(), Self::Error>> {
-        self.scheduler.poll_ready(cx, worker)
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>, _: &WorkerContext) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn poll_next(
         &mut self,
         cx: &mut std::task::Context<'_>,
-        worker: &WorkerContext,
+        _: &WorkerContext,
     ) -> std::task::Poll<Option<Result<Self::Task, Self::Error>>> {
         use std::task::Poll;
-        match self.scheduler.poll_next(cx, worker) {
-            Poll::Ready(Some(Ok(task))) => Poll::Ready(Some(Ok(Self::tick_task(task.args)))),
-            Poll::Ready(Some(Err(apalis_cron::Error::OutOfRange { tick, .. }))) => {
-                // The scheduler was polled too late for its tick; it would report that forever.
-                // Deliver the tick late and start over from now.
-                tracing::warn!(tick, "cron tick delivered late");
-                self.scheduler = self.scheduler.clone();
-                Poll::Ready(Some(Ok(Self::tick_task(Tick::new(tick)))))
+        loop {
+            let next = match self.next {
+                Some(next) => next,
+                None => match self.schedule.after(&self.clock.now()).next() {
+                    Some(next) => *self.next.insert(next),
+                    None => return Poll::Ready(None),
+                },
+            };
+            let left = self.clock.until(next);
+            if left.is_zero() {
+                self.next = None;
+                self.sleep = None;
+                return Poll::Ready(Some(Ok(Self::tick_task(next))));
             }
-            other => other,
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(left.min(TICK_RECHECK))));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
         }
     }
 
-    fn poll_close(&mut self, cx: &mut std::task::Context<'_>, worker: &WorkerContext) -> std::task::Poll<Result<(), Self::Error>> {
-        self.scheduler.poll_close(cx, worker)
+    fn poll_close(&mut self, _: &mut std::task::Context<'_>, _: &WorkerContext) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -312,7 +339,7 @@ macro_rules! job_monitor {
         });
         let (q, d, b, s) = (queue.clone(), deps.clone(), base.clone(), schedule.clone());
         monitor.register(move |restarts| {
-            let ticks = IdempotentTicks { scheduler: CronScheduler::new(s.clone()) };
+            let ticks = IdempotentTicks::new(s.clone(), d.clock.clone());
             WorkerBuilder::new(instance_name(&b, CRON, restarts))
                 .backend(ticks.pipe_to(polled(q.cron_storage(), SLOW_POLL, restarts)))
                 .concurrency(1)
@@ -422,7 +449,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 async fn heartbeat_loop(deps: Deps, name: String, mut stop: watch::Receiver<bool>) {
     use entity::worker_heartbeat::{ActiveModel, Column, Entity};
-    let started_at = Utc::now();
+    let started_at = deps.clock.now();
     let mut interval = tokio::time::interval(HEARTBEAT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats: u64 = 0;
@@ -431,7 +458,7 @@ async fn heartbeat_loop(deps: Deps, name: String, mut stop: watch::Receiver<bool
             _ = stopped(&mut stop) => break,
             _ = interval.tick() => {}
         }
-        let now = Utc::now();
+        let now = deps.clock.now();
         let row = ActiveModel { worker_name: Set(name.clone()), started_at: Set(started_at), last_seen_at: Set(now) };
         let upsert = Entity::insert(row)
             .on_conflict(OnConflict::column(Column::WorkerName).update_column(Column::LastSeenAt).to_owned())
@@ -457,7 +484,7 @@ async fn heartbeat_loop(deps: Deps, name: String, mut stop: watch::Receiver<bool
 async fn catch_up_once(deps: Deps, mut stop: watch::Receiver<bool>) {
     tokio::select! {
         _ = stopped(&mut stop) => {}
-        result = engine::schedule::catch_up(&deps, Utc::now()) => match result {
+        result = engine::schedule::catch_up(&deps) => match result {
             Ok(_) => tracing::info!("missed-tick catch-up done"),
             Err(error) => tracing::error!(%error, "missed-tick catch-up failed; the next start or tick retries"),
         }
@@ -614,7 +641,7 @@ mod tests {
         let seen: Seen = Arc::default();
         let mut running = Vec::new();
         for process in 0..2 {
-            let ticks = IdempotentTicks { scheduler: CronScheduler::new(schedule.clone()) };
+            let ticks = IdempotentTicks::new(schedule.clone(), Arc::new(sync_core::clock::SystemClock));
             let worker = WorkerBuilder::new(format!("{}-cron-{process}", worker_name()))
                 .backend(ticks.pipe_to(polled(queue.cron_storage(), Duration::from_millis(100), 0)))
                 .data(seen.clone())

@@ -118,7 +118,7 @@ impl SqliteQueue {
 
     /// Ready / scheduled / dead counts of every queue (same meaning as on Redis).
     pub async fn stats(&self) -> Result<Vec<QueueStats>, WorkerError> {
-        let now = Utc::now().timestamp();
+        let now = crate::backend::queue_now().timestamp();
         let rows = self
             .db
             .query_all_raw(Statement::from_sql_and_values(
@@ -167,7 +167,7 @@ impl SqliteQueue {
     /// datetime (so it removes every finished task whatever its age) and runs `VACUUM`, which
     /// rewrites the whole database file under an exclusive lock.
     pub async fn vacuum(&self, retention: Duration) -> Result<usize, WorkerError> {
-        let cutoff = Utc::now().timestamp() - i64::try_from(retention.as_secs()).unwrap_or(i64::MAX / 2);
+        let cutoff = crate::backend::queue_now().timestamp() - i64::try_from(retention.as_secs()).unwrap_or(i64::MAX / 2);
         let removed = self
             .db
             .execute_raw(Statement::from_sql_and_values(
@@ -235,8 +235,8 @@ impl JobQueue for SqliteQueue {
         Box::pin(async move { self.push_job(job, None).await.map_err(queue_error) })
     }
 
-    fn enqueue_at(&self, job: Job, at: DateTime<Utc>) -> BoxFuture<'_, Result<(), QueueError>> {
-        Box::pin(async move { self.push_job(job, Some(at)).await.map_err(queue_error) })
+    fn enqueue_after(&self, job: Job, delay: std::time::Duration) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move { self.push_job(job, Some(crate::backend::queue_time_after(delay))).await.map_err(queue_error) })
     }
 
     /// Jobs not taken yet per queue kind: ready now plus scheduled for later.
@@ -275,7 +275,7 @@ mod tests {
         let (q, path) = queue().await;
         q.enqueue(Job::Push(PushJob { push_id: 1 })).await.expect("enqueue");
         q.enqueue(Job::Push(PushJob { push_id: 2 })).await.expect("enqueue");
-        q.enqueue_at(Job::Ticket(TicketJob { push_id: 3 }), Utc::now() + chrono::Duration::hours(1)).await.expect("enqueue_at");
+        q.enqueue_after(Job::Ticket(TicketJob { push_id: 3 }), Duration::from_secs(3600)).await.expect("enqueue_after");
         let depth: std::collections::HashMap<String, u64> = q.depth().await.expect("depth").into_iter().collect();
         assert_eq!(depth["push"], 2);
         assert_eq!(depth["ticket"], 1);
@@ -298,12 +298,12 @@ mod tests {
         let (q, path) = queue().await;
         type Seen = std::sync::Arc<std::sync::Mutex<Vec<(i64, DateTime<Utc>)>>>;
         async fn record(job: PushJob, seen: Data<Seen>) -> Result<(), BoxDynError> {
-            seen.lock().map_err(|e| e.to_string())?.push((job.push_id, Utc::now()));
+            seen.lock().map_err(|e| e.to_string())?.push((job.push_id, crate::backend::queue_now()));
             Ok(())
         }
         let seen: Seen = Default::default();
-        let due = Utc::now() + chrono::Duration::seconds(2);
-        q.enqueue_at(Job::Push(PushJob { push_id: 7 }), due).await.expect("enqueue_at");
+        let due = crate::backend::queue_now() + chrono::Duration::seconds(2);
+        q.push_job(Job::Push(PushJob { push_id: 7 }), Some(due)).await.expect("push_job");
         q.enqueue(Job::Push(PushJob { push_id: 8 })).await.expect("enqueue");
         let worker = WorkerBuilder::new(format!("test-{}", uuid::Uuid::new_v4().simple()))
             .backend(q.push_storage().poll_with_strategy(crate::run::Every::new(Duration::from_millis(100))))

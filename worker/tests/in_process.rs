@@ -12,6 +12,7 @@ use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 use sync_core::{
     Settings,
+    clock::ShiftedClock,
     engine::LocalRateLimiter,
     jobs::{AggregateRunJob, Job, JobQueue, PushJob},
 };
@@ -62,7 +63,10 @@ async fn start(test: &str) -> (Env, DatabaseConnection, RedisQueue, WorkerHandle
     let db = sync_core::db::connect(&settings.database_url, 4).await.expect("sqlite");
     sync_core::db::migrate(&db).await.expect("migrate");
     let queue = RedisQueue::from_connection(connect_redis(REDIS_URL).await.expect("redis"), &prefix);
-    let deps = engine_deps(db.clone(), &queue, settings, None, reqwest::Client::new(), Arc::new(LocalRateLimiter::new(10)));
+    // A pinned calendar: nothing here may depend on the day the suite runs.
+    let clock =
+        Arc::new(ShiftedClock::starting_at(chrono::DateTime::parse_from_rfc3339("2026-08-03T10:00:00Z").expect("instant").to_utc()));
+    let deps = engine_deps(db.clone(), &queue, settings, None, reqwest::Client::new(), Arc::new(LocalRateLimiter::new(10)), clock);
     let handle = spawn_in_process(deps, queue.clone()).await;
     (Env { prefix, db_path }, db, queue, handle)
 }

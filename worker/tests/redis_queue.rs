@@ -114,9 +114,9 @@ async fn a_worker_receives_enqueued_jobs() {
 async fn enqueue_at_is_not_delivered_early() {
     let (q, _cleanup) = queue("delayed").await;
     let at = Utc::now() + chrono::Duration::milliseconds(2_500);
-    q.enqueue_at(Job::Push(PushJob { push_id: 99 }), at).await.expect("enqueue_at");
+    q.enqueue_after(Job::Push(PushJob { push_id: 99 }), Duration::from_millis(2_500)).await.expect("enqueue_after");
     // A job due now goes straight to the ready list.
-    q.enqueue_at(Job::Push(PushJob { push_id: 1 }), Utc::now() - chrono::Duration::seconds(5)).await.expect("past");
+    q.enqueue(Job::Push(PushJob { push_id: 1 })).await.expect("now");
 
     let stats = q.stats().await.expect("stats");
     let push = stats.iter().find(|s| s.queue == "push").expect("push stats");
@@ -259,7 +259,7 @@ async fn thousands_of_due_jobs_reach_the_ready_list_in_bounded_batches() {
     assert!(results.iter().all(Result::is_ok));
     let due = Utc::now() - chrono::Duration::seconds(5);
     let results: Vec<_> = futures::stream::iter(n + 1..=2 * n)
-        .map(|push_id| q.enqueue_at(Job::Push(PushJob { push_id }), due))
+        .map(|push_id| q.push_job(Job::Push(PushJob { push_id }), Some(due)))
         .buffer_unordered(64)
         .collect()
         .await;

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 use sync_core::{
     Settings,
     auth::{Permission, Principal},
+    clock::SharedClock,
     crypto::SecretBox,
     jobs::JobQueue,
 };
@@ -21,6 +22,8 @@ pub struct AppCtx {
     pub queue: Arc<dyn JobQueue>,
     pub secrets: Option<SecretBox>,
     pub http: reqwest::Client,
+    /// The service's clock (period rules, audit times, token validity).
+    pub clock: SharedClock,
 }
 
 impl AppCtx {
@@ -35,11 +38,6 @@ pub fn app<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppCtx> {
 
 pub fn principal<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Principal> {
     ctx.data::<Principal>().map_err(|_| coded("UNAUTHENTICATED", "a bearer token is required"))
-}
-
-/// Today in UTC (period rules and validity checks use calendar dates).
-pub fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
 }
 
 /// Field guard: the principal's roles must grant `0`.

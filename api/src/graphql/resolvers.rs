@@ -12,7 +12,7 @@ use sync_core::{
 };
 
 use super::{
-    context::{Need, app, principal, today},
+    context::{Need, app, principal},
     enums::{Edition, IntervalMethod, ProductModule, UsageMetric},
     errors::OrGql,
     loaders::{CustomerPrefetch, load_err, loaders},
@@ -311,7 +311,7 @@ impl SettingsMutation {
             ticket_subtype_id: input.ticket_subtype_id,
             consumption_sync_enabled: input.consumption_sync_enabled,
         };
-        Ok(match service::settings::configure(&a.db, &a.cw_access(), p, input).await.gql()? {
+        Ok(match service::settings::configure(&a.db, &a.cw_access(), p, input, a.clock.now()).await.gql()? {
             Ok(s) => ConnectWiseSettingsPayload { settings: Some(ConnectWiseSettings(s)), user_errors: vec![] },
             Err(e) => ConnectWiseSettingsPayload { settings: None, user_errors: user_errors(e) },
         })
@@ -321,7 +321,7 @@ impl SettingsMutation {
     #[graphql(guard = "Need(Permission::Administer)")]
     async fn test_connect_wise_connection(&self, ctx: &Context<'_>) -> async_graphql::Result<ConnectionTestPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::settings::test_connection(&a.db, &a.cw_access(), p).await.gql()? {
+        Ok(match service::settings::test_connection(&a.db, &a.cw_access(), p, a.clock.now()).await.gql()? {
             Ok(checks) => ConnectionTestPayload {
                 ok: checks.iter().all(|c| c.ok),
                 checks: checks.into_iter().map(|c| ConnectionCheck { name: c.name, ok: c.ok, message: c.message }).collect(),
@@ -335,7 +335,7 @@ impl SettingsMutation {
     #[graphql(guard = "Need(Permission::Administer)")]
     async fn set_consumption_sync(&self, ctx: &Context<'_>, enabled: bool) -> async_graphql::Result<ConnectWiseSettingsPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::settings::set_consumption_sync(&a.db, p, enabled).await.gql()? {
+        Ok(match service::settings::set_consumption_sync(&a.db, p, enabled, a.clock.now()).await.gql()? {
             Ok(s) => ConnectWiseSettingsPayload { settings: Some(ConnectWiseSettings(s)), user_errors: vec![] },
             Err(e) => ConnectWiseSettingsPayload { settings: None, user_errors: user_errors(e) },
         })
@@ -372,7 +372,7 @@ impl CustomerMutation {
                     .collect(),
             })
             .collect();
-        Ok(match service::customers::upsert_customers(&a.db, p, input).await.gql()? {
+        Ok(match service::customers::upsert_customers(&a.db, p, input, a.clock.now()).await.gql()? {
             Ok(v) => UpsertCustomersPayload { customers: v.into_iter().map(Customer).collect(), user_errors: vec![] },
             Err(e) => UpsertCustomersPayload { customers: vec![], user_errors: user_errors(e) },
         })
@@ -389,7 +389,9 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(customer_payload(
-            service::customers::map_customer(&a.db, p, &customer_id, cw_company_id, unmap_products.unwrap_or(false)).await.gql()?,
+            service::customers::map_customer(&a.db, p, &customer_id, cw_company_id, unmap_products.unwrap_or(false), a.clock.now())
+                .await
+                .gql()?,
         ))
     }
 
@@ -401,7 +403,9 @@ impl CustomerMutation {
         unmap_products: Option<bool>,
     ) -> async_graphql::Result<CustomerMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(customer_payload(service::customers::unmap_customer(&a.db, p, &customer_id, unmap_products.unwrap_or(false)).await.gql()?))
+        Ok(customer_payload(
+            service::customers::unmap_customer(&a.db, p, &customer_id, unmap_products.unwrap_or(false), a.clock.now()).await.gql()?,
+        ))
     }
 }
 
@@ -427,7 +431,7 @@ impl MappingMutation {
     #[graphql(guard = "Need(Permission::Operate)")]
     async fn create_product_mapping(&self, ctx: &Context<'_>, input: ProductMappingInput) -> async_graphql::Result<ProductMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(mapping_payload(service::mappings::create_product_mapping(&a.db, p, input.into(), today()).await.gql()?))
+        Ok(mapping_payload(service::mappings::create_product_mapping(&a.db, p, input.into(), a.clock.now()).await.gql()?))
     }
 
     /// Update with optimistic concurrency: `expectedVersion` must be the current version.
@@ -440,14 +444,16 @@ impl MappingMutation {
         expected_version: i32,
     ) -> async_graphql::Result<ProductMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(mapping_payload(service::mappings::update_product_mapping(&a.db, p, &id, input.into(), expected_version, today()).await.gql()?))
+        Ok(mapping_payload(
+            service::mappings::update_product_mapping(&a.db, p, &id, input.into(), expected_version, a.clock.now()).await.gql()?,
+        ))
     }
 
     /// Delete a mapping; its pending pushes are cancelled.
     #[graphql(guard = "Need(Permission::Operate)")]
     async fn delete_product_mapping(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<DeleteProductMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::mappings::delete_product_mapping(&a.db, p, &id).await.gql()? {
+        Ok(match service::mappings::delete_product_mapping(&a.db, p, &id, a.clock.now()).await.gql()? {
             Ok(id) => DeleteProductMappingPayload { deleted_id: Some(ID(id.to_string())), user_errors: vec![] },
             Err(e) => DeleteProductMappingPayload { deleted_id: None, user_errors: user_errors(e) },
         })
@@ -466,7 +472,7 @@ impl MappingMutation {
             return Err(too_many("mappings", mappings.len()));
         }
         let inputs = mappings.into_iter().map(Into::into).collect();
-        Ok(match service::mappings::save_product_mappings(&a.db, p, &customer_id, inputs, today()).await.gql()? {
+        Ok(match service::mappings::save_product_mappings(&a.db, p, &customer_id, inputs, a.clock.now()).await.gql()? {
             Ok(v) => SaveProductMappingsPayload { product_mappings: v.into_iter().map(ProductMapping).collect(), user_errors: vec![] },
             Err(e) => SaveProductMappingsPayload { product_mappings: vec![], user_errors: user_errors(e) },
         })

@@ -64,7 +64,7 @@ impl StatusQuery {
     #[graphql(guard = "Need(Permission::Read)")]
     async fn system_status(&self, ctx: &Context<'_>) -> async_graphql::Result<SystemStatus> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        let now = Utc::now();
+        let now = a.clock.now();
         let (workers, connection, stale, depth) = futures::join!(
             service::status::workers(&a.db, now),
             service::status::connection_status(&a.db, p.tenant_id),

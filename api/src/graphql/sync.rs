@@ -10,7 +10,7 @@ use sync_core::{
 };
 
 use super::{
-    context::{Need, app, principal, today},
+    context::{Need, app, principal},
     enums::{IntervalMethod, ProductModule, PushStatus, SyncRunStatus, UsageMetric, parse_stored},
     errors::{OrGql, internal},
     loaders::{load_err, loaders},
@@ -381,7 +381,7 @@ impl SyncMutation {
                 value: s.value.0,
             })
             .collect();
-        Ok(match service::consumption::record_consumption(&a.db, p, samples).await.gql()? {
+        Ok(match service::consumption::record_consumption(&a.db, p, samples, a.clock.now()).await.gql()? {
             Ok(r) => RecordConsumptionPayload {
                 result: Some(RecordConsumptionResult {
                     accepted: r.accepted as i64,
@@ -408,7 +408,7 @@ impl SyncMutation {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let ids = customer_ids.map(|v| v.into_iter().map(|i| i.0).collect());
         Ok(
-            match service::sync::run_monthly_sync(&a.db, a.queue.as_ref(), p, period.0, ids, dry_run.unwrap_or(false), today())
+            match service::sync::run_monthly_sync(&a.db, a.queue.as_ref(), p, period.0, ids, dry_run.unwrap_or(false), a.clock.now())
                 .await
                 .gql()?
             {
@@ -422,7 +422,7 @@ impl SyncMutation {
     #[graphql(guard = "Need(Permission::Operate)")]
     async fn retry_push(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PushPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::sync::retry_push(&a.db, a.queue.as_ref(), &a.settings, p, &id).await.gql()? {
+        Ok(match service::sync::retry_push(&a.db, a.queue.as_ref(), &a.settings, p, &id, a.clock.now()).await.gql()? {
             Ok(push) => PushPayload { push: Some(Push(push)), user_errors: vec![] },
             Err(e) => PushPayload { push: None, user_errors: user_errors(e) },
         })
@@ -432,7 +432,7 @@ impl SyncMutation {
     #[graphql(guard = "Need(Permission::Operate)")]
     async fn retry_failed_pushes(&self, ctx: &Context<'_>, sync_run_id: ID) -> async_graphql::Result<RetryPushesPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::sync::retry_failed_pushes(&a.db, a.queue.as_ref(), &a.settings, p, &sync_run_id).await.gql()? {
+        Ok(match service::sync::retry_failed_pushes(&a.db, a.queue.as_ref(), &a.settings, p, &sync_run_id, a.clock.now()).await.gql()? {
             Ok(v) => RetryPushesPayload { pushes: v.into_iter().map(Push).collect(), user_errors: vec![] },
             Err(e) => RetryPushesPayload { pushes: vec![], user_errors: user_errors(e) },
         })

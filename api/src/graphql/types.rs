@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sync_core::auth::Permission;
 
 use super::{
-    context::Need,
+    context::{Need, app},
     enums::{self, parse_stored},
     loaders::{load_err, loaders},
     scalars::{Date, Decimal},
@@ -117,6 +117,7 @@ impl Customer {
     #[graphql(guard = "Need(Permission::Read)")]
     async fn cw_company(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<CwCompany>> {
         let v = loaders(ctx)?.customer_company.load_one(self.0.id).await.map_err(load_err)?;
+        let now = app(ctx)?.clock.now();
         Ok(v.map(|(id, c)| {
             CwCompany(c.unwrap_or(cw_company::Model {
                 tenant_id: self.0.tenant_id,
@@ -124,7 +125,7 @@ impl Customer {
                 identifier: String::new(),
                 name: format!("company {id} (not in the refreshed catalog)"),
                 status: "Unknown".into(),
-                refreshed_at: Utc::now(),
+                refreshed_at: now,
             }))
         }))
     }

@@ -422,6 +422,7 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
     crate::audit::record(
         &txn,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id,
             actor: crate::audit::SYSTEM_ACTOR,
             action: "sync_run.aggregated",

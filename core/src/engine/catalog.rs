@@ -116,6 +116,7 @@ pub async fn refresh_catalog(deps: &EngineDeps, tenant_id: i64, actor: &str) -> 
             crate::audit::record(
                 &deps.db,
                 crate::audit::AuditRecord {
+                    at: deps.clock.now(),
                     tenant_id,
                     actor,
                     action: "catalog.failed",
@@ -229,6 +230,7 @@ async fn store(deps: &EngineDeps, tenant_id: i64, actor: &str, f: Fetched) -> Re
     crate::audit::record(
         &txn,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id,
             actor,
             action: "catalog.refreshed",

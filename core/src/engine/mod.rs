@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait};
 use secrecy::SecretString;
 
+pub use crate::clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 use crate::{
     Settings,
     crypto::SecretBox,
@@ -56,46 +57,6 @@ pub struct EngineDeps {
     pub http: reqwest::Client,
     pub rate: Arc<dyn TenantRateLimiter>,
     pub clock: Arc<dyn Clock>,
-}
-
-/// The time source of the engine (tests substitute a controllable one).
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The wall clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that only moves when told to (tests).
-#[derive(Debug)]
-pub struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    pub fn new(at: DateTime<Utc>) -> Self {
-        ManualClock(Mutex::new(at))
-    }
-
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *t += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Per-tenant ConnectWise request budget shared by all workers (Redis impl lives in the worker
@@ -326,6 +287,7 @@ pub(crate) async fn finish_run_if_done<C: ConnectionTrait>(c: &C, run_id: i64, n
     crate::audit::record(
         c,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id,
             actor: crate::audit::SYSTEM_ACTOR,
             action: "sync_run.finished",
@@ -355,7 +317,7 @@ fn job_futures_are_send(deps: &EngineDeps) {
     is_send(&ticket::open_ticket(deps, 1));
     is_send(&reconcile::reconcile(deps));
     is_send(&catalog::refresh_catalog(deps, 1, "system"));
-    is_send(&schedule::start_scheduled_runs(deps, domain::Period::latest_closed(Utc::now().date_naive())));
-    is_send(&schedule::catch_up(deps, Utc::now()));
+    is_send(&schedule::start_scheduled_runs(deps, domain::Period::latest_closed(deps.clock.today())));
+    is_send(&schedule::catch_up(deps));
     is_send(&cw_client_for_tenant(deps, 1));
 }

@@ -138,7 +138,7 @@ async fn requeue_if_not_due(deps: &EngineDeps, push_id: i64, now: DateTime<Utc>)
     if let (true, Some(at)) = (waiting, p.next_attempt_at)
         && at > now
     {
-        deps.queue.enqueue_at(Job::Push(PushJob { push_id }), at).await?;
+        deps.queue.enqueue_after(Job::Push(PushJob { push_id }), deps.clock.until(at)).await?;
     }
     Ok(())
 }
@@ -473,7 +473,7 @@ async fn succeed_in_one_statement(
         now.into(),
         call.http_status.map(i32::from).into(),
         p.tenant_id.into(),
-        Utc::now().into(),
+        now.into(),
         json!({"status": "RUNNING"}).to_string().into(),
         json!({"status": "SUCCEEDED"}).to_string().into(),
         detail(p, call, None).to_string().into(),
@@ -518,6 +518,7 @@ fn detail(p: &push::Model, call: &CallInfo, code: Option<&str>) -> serde_json::V
 
 async fn audit_push<C: ConnectionTrait>(
     c: &C,
+    now: DateTime<Utc>,
     p: &push::Model,
     action: &str,
     after: serde_json::Value,
@@ -526,6 +527,7 @@ async fn audit_push<C: ConnectionTrait>(
     crate::audit::record(
         c,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: crate::audit::SYSTEM_ACTOR,
             action,
@@ -572,7 +574,7 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
         if succeed_in_one_statement(deps, p, call, calls, now).await? {
             super::finish_run_if_done(&deps.db, p.sync_run_id, now).await?;
         } else {
-            discarded(&deps.db, p, &outcome).await?;
+            discarded(&deps.db, now, p, &outcome).await?;
         }
         return Ok(());
     }
@@ -597,7 +599,7 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
                     sql::exec(&txn, "UPDATE product_mappings SET stale = FALSE WHERE id = $1 AND stale = TRUE", vec![mapping_id.into()])
                         .await?;
                 }
-                audit_push(&txn, p, "push.succeeded", json!({"status": "SUCCEEDED"}), detail(p, call, None)).await?;
+                audit_push(&txn, now, p, "push.succeeded", json!({"status": "SUCCEEDED"}), detail(p, call, None)).await?;
                 final_state = true;
             }
             kept
@@ -605,7 +607,7 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
         Outcome::Dead { code, message, call, ticket } => {
             let kept = mark_dead(&txn, p, code, message, call, now).await?;
             if kept {
-                audit_push(&txn, p, "push.dead", json!({"status": "DEAD", "errorCode": code}), detail(p, call, Some(code))).await?;
+                audit_push(&txn, now, p, "push.dead", json!({"status": "DEAD", "errorCode": code}), detail(p, call, Some(code))).await?;
                 final_state = true;
                 if *ticket {
                     follow_up = Some((Job::Ticket(TicketJob { push_id: p.id }), None));
@@ -618,6 +620,7 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
             if kept {
                 audit_push(
                     &txn,
+                    now,
                     p,
                     "push.dead",
                     json!({"status": "DEAD", "errorCode": codes::CW_AUTH_FAILED}),
@@ -650,7 +653,7 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
                 }
                 let mut d = detail(p, call, Some(code));
                 d["next_attempt_at"] = json!(next.to_rfc3339());
-                audit_push(&txn, p, "push.retry_scheduled", json!({"status": "FAILED_RETRYING"}), d).await?;
+                audit_push(&txn, now, p, "push.retry_scheduled", json!({"status": "FAILED_RETRYING"}), d).await?;
                 follow_up = Some((Job::Push(PushJob { push_id: p.id }), Some(next)));
             }
             kept
@@ -667,6 +670,7 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
             if kept {
                 audit_push(
                     &txn,
+                    now,
                     p,
                     "push.deferred",
                     json!({"status": "FAILED_RETRYING"}),
@@ -679,13 +683,13 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
         }
     };
     if !kept {
-        discarded(&txn, p, &outcome).await?;
+        discarded(&txn, now, p, &outcome).await?;
     }
     txn.commit().await?;
 
     if let Some((job, at)) = follow_up {
         match at {
-            Some(at) => deps.queue.enqueue_at(job, at).await?,
+            Some(at) => deps.queue.enqueue_after(job, deps.clock.until(at)).await?,
             None => deps.queue.enqueue(job).await?,
         }
     }
@@ -696,11 +700,12 @@ async fn apply_outcome(deps: &EngineDeps, p: &push::Model, outcome: Outcome, cal
 }
 
 /// A concurrent unmap or reconciliation moved the row: keep its state, note what we did.
-async fn discarded<C: ConnectionTrait>(c: &C, p: &push::Model, outcome: &Outcome) -> Result<(), DbErr> {
+async fn discarded<C: ConnectionTrait>(c: &C, now: DateTime<Utc>, p: &push::Model, outcome: &Outcome) -> Result<(), DbErr> {
     let call = call_of(outcome);
     crate::audit::record(
         c,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: crate::audit::SYSTEM_ACTOR,
             action: "push.result_discarded",
@@ -767,6 +772,7 @@ async fn open_breaker<C: ConnectionTrait>(c: &C, tenant_id: i64, reason: &str, n
         crate::audit::record(
             c,
             crate::audit::AuditRecord {
+                at: now,
                 tenant_id,
                 actor: crate::audit::SYSTEM_ACTOR,
                 action: "cw_settings.breaker_opened",

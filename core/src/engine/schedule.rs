@@ -60,9 +60,10 @@ pub fn tick_of_month(schedule: &cron::Schedule, now: DateTime<Utc>) -> Option<Da
     schedule.after(&(month_start - chrono::Duration::seconds(1))).next()
 }
 
-/// Start the runs a missed tick should have started: when `now` is past this month's tick, the
+/// Start the runs a missed tick should have started: when the clock is past this month's tick, the
 /// latest closed month gets its scheduled run for every tenant still missing one (idempotent).
-pub async fn catch_up(deps: &EngineDeps, now: DateTime<Utc>) -> Result<Vec<i64>, EngineError> {
+pub async fn catch_up(deps: &EngineDeps) -> Result<Vec<i64>, EngineError> {
+    let now = deps.clock.now();
     let schedule = crate::jobs::parse_cron(&deps.settings.sync_cron).map_err(|e| EngineError::Internal(format!("SYNC_CRON: {e}")))?;
     match tick_of_month(&schedule, now) {
         Some(tick) if tick <= now => start_scheduled_runs(deps, Period::latest_closed(now.date_naive())).await,

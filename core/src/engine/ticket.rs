@@ -90,6 +90,7 @@ pub async fn open_ticket(deps: &EngineDeps, push_id: i64) -> Result<(), EngineEr
     crate::audit::record(
         &txn,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: crate::audit::SYSTEM_ACTOR,
             action: "ticket.created",
@@ -160,6 +161,7 @@ async fn record_failure(
     crate::audit::record(
         &txn,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: crate::audit::SYSTEM_ACTOR,
             action: "ticket.failed",
@@ -214,7 +216,7 @@ mod tests {
 
     #[test]
     fn summary_is_at_most_100_chars_and_keeps_the_facts() {
-        let now = Utc::now();
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, 2, 6, 0, 0).single().expect("date");
         let p = push::Model {
             id: 1,
             tenant_id: 1,

@@ -2,7 +2,7 @@
 //! customer's days back, and the preview of a month's values.
 use std::collections::{HashMap, HashSet};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::{IntervalMethod, MonthlyValue, Period, ProductModule, SkipReason, UsageMetric, codes};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait, Value};
 use serde_json::json;
@@ -66,7 +66,12 @@ fn at(index: usize, name: &str) -> [String; 3] {
 }
 
 /// Record a batch of daily samples (`recordConsumption`): all or nothing.
-pub async fn record_consumption(db: &DatabaseConnection, p: &Principal, samples: Vec<SampleInput>) -> ServiceResult<Outcome<RecordResult>> {
+pub async fn record_consumption(
+    db: &DatabaseConnection,
+    p: &Principal,
+    samples: Vec<SampleInput>,
+    now: DateTime<Utc>,
+) -> ServiceResult<Outcome<RecordResult>> {
     if samples.len() > MAX_BATCH {
         return Ok(Err(vec![
             UserError::new(codes::BATCH_TOO_LARGE, format!("at most {MAX_BATCH} samples per batch, got {}", samples.len())).at(["samples"]),
@@ -175,7 +180,6 @@ pub async fn record_consumption(db: &DatabaseConnection, p: &Principal, samples:
     }
 
     // 4. Write everything in one transaction.
-    let now = Utc::now();
     let txn = sql::begin_write(db).await?;
     let input = SampleRows::from(&rows);
     let (inserted, corrections) =

@@ -1,7 +1,7 @@
 //! Customer accounts with their licenses, and the customer → ConnectWise company mapping.
 use std::collections::{HashMap, HashSet};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
@@ -47,12 +47,12 @@ pub async fn upsert_customers(
     db: &DatabaseConnection,
     p: &Principal,
     input: Vec<CustomerInput>,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<Vec<customer::Model>>> {
     let errors = validate_customers(&input);
     if !errors.is_empty() {
         return Ok(Err(errors));
     }
-    let now = Utc::now();
     let txn = crate::engine::sql::begin_write(db).await?;
     let ext_ids: Vec<String> = input.iter().map(|c| c.external_id.trim().to_string()).collect();
     let existing: HashMap<String, customer::Model> = customer::Entity::find()
@@ -133,6 +133,7 @@ pub async fn upsert_customers(
             audit::record(
                 &txn,
                 AuditRecord {
+                    at: now,
                     tenant_id: p.tenant_id,
                     actor: &p.actor(),
                     action: if before.is_some() { "customer.updated" } else { "customer.created" },
@@ -321,6 +322,7 @@ pub async fn map_customer(
     customer_id: &str,
     cw_company_id: i64,
     unmap_products: bool,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<customer::Model>> {
     let not_found = |field: &str, what: &str| Ok(Err(vec![UserError::not_found(what).at([field])]));
     let Some(cid) = super::parse_id(customer_id) else { return not_found("customerId", "customer") };
@@ -357,12 +359,11 @@ pub async fn map_customer(
         ]));
     }
     if let Some(cur) = &current {
-        if let Err(e) = remove_product_mappings_if_allowed(&txn, p, cid, unmap_products).await? {
+        if let Err(e) = remove_product_mappings_if_allowed(&txn, now, p, cid, unmap_products).await? {
             return Ok(Err(e));
         }
         customer_mapping::Entity::delete_by_id(cur.id).exec(&txn).await?;
     }
-    let now = Utc::now();
     let inserted = customer_mapping::ActiveModel {
         tenant_id: Set(p.tenant_id),
         customer_id: Set(cid),
@@ -387,6 +388,7 @@ pub async fn map_customer(
     audit::record(
         &txn,
         AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: &p.actor(),
             action: "customer_mapping.mapped",
@@ -407,6 +409,7 @@ pub async fn unmap_customer(
     p: &Principal,
     customer_id: &str,
     unmap_products: bool,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<customer::Model>> {
     let Some(cid) = super::parse_id(customer_id) else { return Ok(Err(vec![UserError::not_found("customer").at(["customerId"])])) };
     let txn = crate::engine::sql::begin_write(db).await?;
@@ -416,13 +419,14 @@ pub async fn unmap_customer(
     let Some(current) = customer_mapping::Entity::find().filter(customer_mapping::Column::CustomerId.eq(cid)).one(&txn).await? else {
         return Ok(Ok(cust));
     };
-    if let Err(e) = remove_product_mappings_if_allowed(&txn, p, cid, unmap_products).await? {
+    if let Err(e) = remove_product_mappings_if_allowed(&txn, now, p, cid, unmap_products).await? {
         return Ok(Err(e));
     }
     customer_mapping::Entity::delete_by_id(current.id).exec(&txn).await?;
     audit::record(
         &txn,
         AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: &p.actor(),
             action: "customer_mapping.unmapped",
@@ -442,6 +446,7 @@ pub async fn unmap_customer(
 /// which removes them (and cancels their pending pushes) in the caller's transaction.
 async fn remove_product_mappings_if_allowed<C: ConnectionTrait>(
     txn: &C,
+    now: DateTime<Utc>,
     p: &Principal,
     customer_id: i64,
     unmap_products: bool,
@@ -459,6 +464,6 @@ async fn remove_product_mappings_if_allowed<C: ConnectionTrait>(
             .at(["unmapProducts"]),
         ]));
     }
-    super::mappings::delete_mappings(txn, p, &mappings, "customer unmapped").await?;
+    super::mappings::delete_mappings(txn, now, p, &mappings, "customer unmapped").await?;
     Ok(Ok(()))
 }

@@ -3,7 +3,7 @@
 //! they hold under concurrency; this module loads the facts and writes.
 use std::collections::{HashMap, HashSet};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
@@ -190,6 +190,7 @@ fn view(m: &product_mapping::Model) -> serde_json::Value {
 
 async fn audit_mapping<C: ConnectionTrait>(
     db: &C,
+    now: DateTime<Utc>,
     p: &Principal,
     action: &str,
     id: i64,
@@ -199,6 +200,7 @@ async fn audit_mapping<C: ConnectionTrait>(
     audit::record(
         db,
         AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: &p.actor(),
             action,
@@ -220,8 +222,9 @@ pub async fn create_product_mapping(
     db: &DatabaseConnection,
     p: &Principal,
     input: MappingInput,
-    today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<product_mapping::Model>> {
+    let today = now.date_naive();
     let txn = crate::engine::sql::begin_write(db).await?;
     let Some(cust) = customer_for(&txn, p.tenant_id, &input.customer_id).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["input", "customerId"])]));
@@ -231,7 +234,6 @@ pub async fn create_product_mapping(
         Ok(r) => r,
         Err(e) => return Ok(Err(vec![e])),
     };
-    let now = Utc::now();
     let inserted = active_model(&r, p.tenant_id, now).insert(&txn).await;
     let model = match inserted {
         Ok(m) => m,
@@ -240,7 +242,7 @@ pub async fn create_product_mapping(
             return duplicate_to_user_error(db, p.tenant_id, &r, None, e, &input_path()).await;
         }
     };
-    audit_mapping(&txn, p, "product_mapping.created", model.id, None, Some(&model)).await?;
+    audit_mapping(&txn, now, p, "product_mapping.created", model.id, None, Some(&model)).await?;
     match txn.commit().await {
         Ok(()) => Ok(Ok(model)),
         Err(e) => unique_to_user_error(e, &input_path()),
@@ -313,8 +315,9 @@ pub async fn update_product_mapping(
     id: &str,
     input: MappingInput,
     expected_version: i32,
-    today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<product_mapping::Model>> {
+    let today = now.date_naive();
     let not_found = || Ok(Err(vec![UserError::not_found("product mapping").at(["id"])]));
     let Some(mid) = super::parse_id(id) else { return not_found() };
     let txn = crate::engine::sql::begin_write(db).await?;
@@ -350,7 +353,7 @@ pub async fn update_product_mapping(
         .col_expr(product_mapping::Column::CwProductId, Expr::value(r.product_id))
         .col_expr(product_mapping::Column::CwProductIdentifier, Expr::value(r.product_identifier.clone()))
         .col_expr(product_mapping::Column::Version, Expr::col(product_mapping::Column::Version).add(1))
-        .col_expr(product_mapping::Column::UpdatedAt, Expr::value(Utc::now()))
+        .col_expr(product_mapping::Column::UpdatedAt, Expr::value(now))
         .filter(product_mapping::Column::Id.eq(mid))
         .filter(product_mapping::Column::Version.eq(expected_version))
         .exec(&txn)
@@ -364,19 +367,19 @@ pub async fn update_product_mapping(
         }
     }
     let Some(after) = get_mapping(&txn, p.tenant_id, mid).await? else { return not_found() };
-    audit_mapping(&txn, p, "product_mapping.updated", mid, Some(&before), Some(&after)).await?;
+    audit_mapping(&txn, now, p, "product_mapping.updated", mid, Some(&before), Some(&after)).await?;
     match txn.commit().await {
         Ok(()) => Ok(Ok(after)),
         Err(e) => unique_to_user_error(e, &input_path()),
     }
 }
 
-pub async fn delete_product_mapping(db: &DatabaseConnection, p: &Principal, id: &str) -> ServiceResult<Outcome<i64>> {
+pub async fn delete_product_mapping(db: &DatabaseConnection, p: &Principal, id: &str, now: DateTime<Utc>) -> ServiceResult<Outcome<i64>> {
     let not_found = || Ok(Err(vec![UserError::not_found("product mapping").at(["id"])]));
     let Some(mid) = super::parse_id(id) else { return not_found() };
     let txn = crate::engine::sql::begin_write(db).await?;
     let Some(m) = get_mapping(&txn, p.tenant_id, mid).await? else { return not_found() };
-    delete_mappings(&txn, p, std::slice::from_ref(&m), "mapping deleted").await?;
+    delete_mappings(&txn, now, p, std::slice::from_ref(&m), "mapping deleted").await?;
     txn.commit().await?;
     Ok(Ok(mid))
 }
@@ -385,6 +388,7 @@ pub async fn delete_product_mapping(db: &DatabaseConnection, p: &Principal, id: 
 /// (cancellation beats the run snapshot), then delete, audited.
 pub(crate) async fn delete_mappings<C: ConnectionTrait>(
     txn: &C,
+    now: DateTime<Utc>,
     p: &Principal,
     mappings: &[product_mapping::Model],
     reason: &str,
@@ -393,12 +397,13 @@ pub(crate) async fn delete_mappings<C: ConnectionTrait>(
         return Ok(());
     }
     let ids: Vec<i64> = mappings.iter().map(|m| m.id).collect();
-    super::sync::cancel_pushes_for_mapping(txn, p.tenant_id, &ids, &p.actor()).await?;
+    super::sync::cancel_pushes_for_mapping(txn, now, p.tenant_id, &ids, &p.actor()).await?;
     product_mapping::Entity::delete_many().filter(product_mapping::Column::Id.is_in(ids)).exec(txn).await?;
     for m in mappings {
         audit::record(
             txn,
             AuditRecord {
+                at: now,
                 tenant_id: p.tenant_id,
                 actor: &p.actor(),
                 action: "product_mapping.deleted",
@@ -421,8 +426,9 @@ pub async fn save_product_mappings(
     p: &Principal,
     customer_id: &str,
     inputs: Vec<MappingInput>,
-    today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<Vec<product_mapping::Model>>> {
+    let today = now.date_naive();
     let txn = crate::engine::sql::begin_write(db).await?;
     let Some(cust) = customer_for(&txn, p.tenant_id, customer_id).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["customerId"])]));
@@ -488,9 +494,8 @@ pub async fn save_product_mappings(
         resolved.iter().map(|(_, r)| (r.input.product_module.as_str().to_string(), r.input.usage.as_str().to_string())).collect();
     let removed: Vec<product_mapping::Model> =
         existing.iter().filter(|m| !new_keys.contains(&(m.product_module.clone(), m.usage.clone()))).cloned().collect();
-    delete_mappings(&txn, p, &removed, "replaced by saveProductMappings").await?;
+    delete_mappings(&txn, now, p, &removed, "replaced by saveProductMappings").await?;
 
-    let now = Utc::now();
     let mut changed = Vec::new();
     for (_, r) in &resolved {
         let key = (r.input.product_module.as_str().to_string(), r.input.usage.as_str().to_string());
@@ -536,14 +541,14 @@ pub async fn save_product_mappings(
         .filter(|(_, r)| !by_key.contains_key(&(r.input.product_module.as_str().to_string(), r.input.usage.as_str().to_string())))
     {
         match active_model(r, p.tenant_id, now).insert(&txn).await {
-            Ok(m) => audit_mapping(&txn, p, "product_mapping.created", m.id, None, Some(&m)).await?,
+            Ok(m) => audit_mapping(&txn, now, p, "product_mapping.created", m.id, None, Some(&m)).await?,
             Err(e) => return unique_to_user_error(e, &["mappings".to_string()]),
         }
     }
     let after = mappings_of_customers_in(&txn, p.tenant_id, cust.id).await?;
     for (old, _) in &changed {
         if let Some(new) = after.iter().find(|m| m.id == old.id) {
-            audit_mapping(&txn, p, "product_mapping.updated", old.id, Some(old), Some(new)).await?;
+            audit_mapping(&txn, now, p, "product_mapping.updated", old.id, Some(old), Some(new)).await?;
         }
     }
     match txn.commit().await {

@@ -2,7 +2,7 @@
 //! consumption-sync switch, and the connection test.
 use std::net::IpAddr;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait, IntoActiveModel};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -65,6 +65,7 @@ pub async fn configure(
     cw: &CwAccess<'_>,
     p: &Principal,
     input: SettingsInput,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<cw_settings::Model>> {
     let mut errors = Vec::new();
     let site = match check_site_url(&input.site_url, cw.settings.cw_allow_http).await {
@@ -131,7 +132,6 @@ pub async fn configure(
         }
         None => existing.as_ref().and_then(|e| e.private_key_enc.clone()),
     };
-    let now = Utc::now();
     let site_str = site.as_str().trim_end_matches('/').to_string();
     let txn = crate::engine::sql::begin_write(db).await?;
     let saved = match &existing {
@@ -190,6 +190,7 @@ pub async fn configure(
     audit::record(
         &txn,
         AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: &p.actor(),
             action: if existing.is_some() { "settings.updated" } else { "settings.created" },
@@ -205,7 +206,12 @@ pub async fn configure(
     Ok(Ok(saved))
 }
 
-pub async fn set_consumption_sync(db: &DatabaseConnection, p: &Principal, enabled: bool) -> ServiceResult<Outcome<cw_settings::Model>> {
+pub async fn set_consumption_sync(
+    db: &DatabaseConnection,
+    p: &Principal,
+    enabled: bool,
+    now: DateTime<Utc>,
+) -> ServiceResult<Outcome<cw_settings::Model>> {
     let txn = crate::engine::sql::begin_write(db).await?;
     let Some(existing) = cw_settings::Entity::find_by_id(p.tenant_id).one(&txn).await? else {
         return Ok(Err(vec![
@@ -215,11 +221,12 @@ pub async fn set_consumption_sync(db: &DatabaseConnection, p: &Principal, enable
     };
     let mut am = existing.clone().into_active_model();
     am.consumption_sync_enabled = Set(enabled);
-    am.updated_at = Set(Utc::now());
+    am.updated_at = Set(now);
     let saved = am.update(&txn).await?;
     audit::record(
         &txn,
         AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: &p.actor(),
             action: if enabled { "settings.consumption_sync_enabled" } else { "settings.consumption_sync_disabled" },
@@ -304,7 +311,12 @@ pub struct ConnectionCheck {
 
 /// Test credentials (`GET /system/info`) and that the configured board, team, status, type and
 /// subtype exist together. A passing test closes an open auth breaker.
-pub async fn test_connection(db: &DatabaseConnection, cw: &CwAccess<'_>, p: &Principal) -> ServiceResult<Outcome<Vec<ConnectionCheck>>> {
+pub async fn test_connection(
+    db: &DatabaseConnection,
+    cw: &CwAccess<'_>,
+    p: &Principal,
+    now: DateTime<Utc>,
+) -> ServiceResult<Outcome<Vec<ConnectionCheck>>> {
     let Some(s) = get(db, p.tenant_id).await? else {
         return Ok(Err(vec![UserError::new("CONNECTWISE_NOT_CONFIGURED", "configure ConnectWise first")]));
     };
@@ -362,12 +374,13 @@ pub async fn test_connection(db: &DatabaseConnection, cw: &CwAccess<'_>, p: &Pri
         am.breaker_open = Set(false);
         am.breaker_reason = Set(None);
         am.breaker_opened_at = Set(None);
-        am.updated_at = Set(Utc::now());
+        am.updated_at = Set(now);
         am.update(&txn).await?;
     }
     audit::record(
         &txn,
         AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: &p.actor(),
             action: "settings.connection_tested",

@@ -2,7 +2,7 @@
 //! pushes of removed mappings. The engine (`crate::engine`) does the work the jobs carry.
 use std::collections::{HashMap, HashSet};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use domain::{Period, PushStatus, PushablePeriod, SyncRunStatus, SyncTrigger, codes};
 use entity::{push, sync_run};
 use sea_orm::{
@@ -30,8 +30,9 @@ pub async fn run_monthly_sync(
     period: Period,
     customer_ids: Option<Vec<String>>,
     dry_run: bool,
-    today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<sync_run::Model>> {
+    let today = now.date_naive();
     let settings = entity::cw_settings::Entity::find_by_id(p.tenant_id).one(db).await?;
     if !settings.is_some_and(|s| s.consumption_sync_enabled) {
         return Ok(Err(user_error(codes::CONSUMPTION_SYNC_DISABLED, "configure ConnectWise and switch consumption sync on first")));
@@ -75,7 +76,6 @@ pub async fn run_monthly_sync(
         return Ok(Err(user_error(codes::RUN_IN_PROGRESS, format!("a sync run for {period} is already running"))));
     }
 
-    let now = Utc::now();
     let txn = sql::begin_write(db).await?;
     let inserted = sync_run::ActiveModel {
         tenant_id: Set(p.tenant_id),
@@ -100,6 +100,7 @@ pub async fn run_monthly_sync(
     crate::audit::record(
         &txn,
         crate::audit::AuditRecord {
+            at: now,
             tenant_id: p.tenant_id,
             actor: &p.actor(),
             action: "sync_run.started",
@@ -166,6 +167,7 @@ pub async fn retry_push(
     settings: &Settings,
     p: &Principal,
     push_id: &str,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<push::Model>> {
     let Some(id) = super::parse_id(push_id) else {
         return Ok(Err(vec![UserError::not_found("push").at(["id"])]));
@@ -173,7 +175,7 @@ pub async fn retry_push(
     let Some(existing) = push::Entity::find_by_id(id).filter(push::Column::TenantId.eq(p.tenant_id)).one(db).await? else {
         return Ok(Err(vec![UserError::not_found("push").at(["id"])]));
     };
-    let outcome = retry_where(db, settings, p, existing.sync_run_id, Some(id)).await?;
+    let outcome = retry_where(db, settings, p, existing.sync_run_id, Some(id), now).await?;
     let pushes = match outcome {
         Ok(pushes) => pushes,
         Err(errors) => return Ok(Err(errors)),
@@ -201,6 +203,7 @@ pub async fn retry_failed_pushes(
     settings: &Settings,
     p: &Principal,
     run_id: &str,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<Vec<push::Model>>> {
     let Some(run_id) = super::parse_id(run_id) else {
         return Ok(Err(vec![UserError::not_found("sync run").at(["syncRunId"])]));
@@ -208,7 +211,7 @@ pub async fn retry_failed_pushes(
     if sync_run::Entity::find_by_id(run_id).filter(sync_run::Column::TenantId.eq(p.tenant_id)).one(db).await?.is_none() {
         return Ok(Err(vec![UserError::not_found("sync run").at(["syncRunId"])]));
     }
-    let retried = match retry_where(db, settings, p, run_id, None).await? {
+    let retried = match retry_where(db, settings, p, run_id, None, now).await? {
         Ok(r) => r,
         Err(errors) => return Ok(Err(errors)),
     };
@@ -233,8 +236,8 @@ async fn retry_where(
     p: &Principal,
     run_id: i64,
     only: Option<i64>,
+    now: DateTime<Utc>,
 ) -> ServiceResult<Outcome<Vec<push::Model>>> {
-    let now = Utc::now();
     let budget = i32::try_from(settings.push_max_attempts).unwrap_or(i32::MAX);
     let txn = sql::begin_write(db).await?;
     let only_sql = if only.is_some() { " AND pushes.id = $5" } else { "" };
@@ -342,6 +345,7 @@ async fn retry_where(
 /// gone while its push can still be sent. Returns the number of pushes cancelled.
 pub async fn cancel_pushes_for_mapping<C: ConnectionTrait>(
     txn: &C,
+    now: DateTime<Utc>,
     tenant_id: i64,
     mapping_ids: &[i64],
     actor: &str,
@@ -349,7 +353,6 @@ pub async fn cancel_pushes_for_mapping<C: ConnectionTrait>(
     if mapping_ids.is_empty() {
         return Ok(0);
     }
-    let now = Utc::now();
     let found = sql::query(
         txn,
         &format!(
@@ -410,12 +413,13 @@ pub async fn cancel_pushes_for_mapping<C: ConnectionTrait>(
 #[allow(dead_code)]
 fn futures_are_send(db: &DatabaseConnection, txn: &sea_orm::DatabaseTransaction, queue: &dyn JobQueue, settings: &Settings, p: &Principal) {
     fn is_send<T: Send>(_: &T) {}
-    let today = Utc::now().date_naive();
-    is_send(&run_monthly_sync(db, queue, p, Period::latest_closed(today), None, false, today));
-    is_send(&retry_push(db, queue, settings, p, "1"));
-    is_send(&retry_failed_pushes(db, queue, settings, p, "1"));
-    is_send(&cancel_pushes_for_mapping(txn, 1, &[1], "system"));
-    is_send(&super::consumption::record_consumption(db, p, Vec::new()));
+    let now = chrono::DateTime::<Utc>::UNIX_EPOCH;
+    let today = now.date_naive();
+    is_send(&run_monthly_sync(db, queue, p, Period::latest_closed(today), None, false, now));
+    is_send(&retry_push(db, queue, settings, p, "1", now));
+    is_send(&retry_failed_pushes(db, queue, settings, p, "1", now));
+    is_send(&cancel_pushes_for_mapping(txn, now, 1, &[1], "system"));
+    is_send(&super::consumption::record_consumption(db, p, Vec::new(), now));
     is_send(&super::consumption::daily_consumption(
         db,
         p,

@@ -91,7 +91,7 @@ async fn scheduled_runs(backend: Backend) {
     let app = spawn(backend).await;
     // A second tenant with sync on, a third with sync off.
     for (key, enabled) in [("t2", true), ("t3", false)] {
-        let t = entity::tenant::ActiveModel { external_id: Set(key.into()), created_at: Set(Utc::now()), ..Default::default() }
+        let t = entity::tenant::ActiveModel { external_id: Set(key.into()), created_at: Set(app.now()), ..Default::default() }
             .insert(&app.db)
             .await
             .unwrap();
@@ -117,12 +117,14 @@ async fn scheduled_runs(backend: Backend) {
 
     // Catch-up: before this month's tick nothing; after it the latest closed month (already there).
     let before_tick = Utc.with_ymd_and_hms(2026, 3, 2, 5, 59, 59).unwrap();
-    assert!(engine::schedule::catch_up(&app.deps, before_tick).await.unwrap().is_empty());
-    assert!(engine::schedule::catch_up(&app.deps, super::support::start_time()).await.unwrap().is_empty());
+    app.clock.set(before_tick);
+    assert!(engine::schedule::catch_up(&app.deps).await.unwrap().is_empty());
+    app.clock.set(super::support::start_time());
+    assert!(engine::schedule::catch_up(&app.deps).await.unwrap().is_empty());
     // A worker that was down over the April tick creates March's runs when it starts.
-    let april = Utc.with_ymd_and_hms(2026, 4, 5, 12, 0, 0).unwrap();
-    let caught = engine::schedule::catch_up(&app.deps, april).await.unwrap();
+    app.clock.set(Utc.with_ymd_and_hms(2026, 4, 5, 12, 0, 0).unwrap());
+    let caught = engine::schedule::catch_up(&app.deps).await.unwrap();
     assert_eq!(caught.len(), 2);
     assert_eq!(app.run(caught[0]).await.period, "2026-03");
-    assert!(engine::schedule::catch_up(&app.deps, april).await.unwrap().is_empty());
+    assert!(engine::schedule::catch_up(&app.deps).await.unwrap().is_empty());
 }

@@ -1,5 +1,4 @@
 //! Ingest: validation codes, atomicity, large batches on both backends, corrections and staleness.
-use chrono::Utc;
 use domain::{IntervalMethod as M, ProductModule as PM, UsageMetric as U};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use sync_core::service::consumption::{SampleInput, daily_consumption, record_consumption};
@@ -18,7 +17,7 @@ fn sample(id: Option<String>, ext: Option<&str>, module: PM, usage: U, day: &str
 }
 
 async fn other_tenant_customer(app: &TestApp) -> i64 {
-    let t = entity::tenant::ActiveModel { external_id: Set("t2".into()), created_at: Set(Utc::now()), ..Default::default() }
+    let t = entity::tenant::ActiveModel { external_id: Set("t2".into()), created_at: Set(app.now()), ..Default::default() }
         .insert(&app.db)
         .await
         .unwrap();
@@ -26,8 +25,8 @@ async fn other_tenant_customer(app: &TestApp) -> i64 {
         tenant_id: Set(t.id),
         external_id: Set("foreign".into()),
         account_name: Set("Foreign".into()),
-        created_at: Set(Utc::now()),
-        updated_at: Set(Utc::now()),
+        created_at: Set(app.now()),
+        updated_at: Set(app.now()),
         ..Default::default()
     }
     .insert(&app.db)
@@ -54,7 +53,7 @@ async fn validation(backend: Backend) {
         sample(id.clone(), None, PM::Microsoft365, U::ActiveUsers, "2026-02-09", "1.0000001"),
         sample(None, None, PM::Microsoft365, U::ActiveUsers, "2026-02-10", "1"),
     ];
-    let errors = record_consumption(&app.db, &app.principal(), batch).await.unwrap().unwrap_err();
+    let errors = record_consumption(&app.db, &app.principal(), batch, app.now()).await.unwrap().unwrap_err();
     let got: Vec<(String, Vec<String>)> = errors.iter().map(|e| (e.code.clone(), e.field.clone().unwrap())).collect();
     let f = |i: usize, name: &str| vec!["samples".to_string(), i.to_string(), name.to_string()];
     assert_eq!(
@@ -76,7 +75,7 @@ async fn validation(backend: Backend) {
 
     let too_many: Vec<SampleInput> =
         (0..10_001).map(|_| sample(id.clone(), None, PM::Microsoft365, U::ActiveUsers, "2026-02-01", "1")).collect();
-    let errors = record_consumption(&app.db, &app.principal(), too_many).await.unwrap().unwrap_err();
+    let errors = record_consumption(&app.db, &app.principal(), too_many, app.now()).await.unwrap().unwrap_err();
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].code.as_str(), errors[0].field.clone()), ("BATCH_TOO_LARGE", Some(vec!["samples".to_string()])));
 }
@@ -118,11 +117,11 @@ async fn large_batches(backend: Backend) {
         }
         out
     };
-    let first = record_consumption(&app.db, &app.principal(), batch(0)).await.unwrap().unwrap();
+    let first = record_consumption(&app.db, &app.principal(), batch(0), app.now()).await.unwrap().unwrap();
     assert_eq!((first.accepted, first.inserted, first.updated, first.unchanged), (10_000, 10_000, 0, 0));
-    let same = record_consumption(&app.db, &app.principal(), batch(0)).await.unwrap().unwrap();
+    let same = record_consumption(&app.db, &app.principal(), batch(0), app.now()).await.unwrap().unwrap();
     assert_eq!((same.inserted, same.updated, same.unchanged), (0, 0, 10_000));
-    let corrected = record_consumption(&app.db, &app.principal(), batch(100)).await.unwrap().unwrap();
+    let corrected = record_consumption(&app.db, &app.principal(), batch(100), app.now()).await.unwrap().unwrap();
     assert_eq!((corrected.inserted, corrected.updated, corrected.unchanged), (0, 100, 9_900));
     assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM consumption_samples").await, 10_000);
     assert_eq!(app.audit("consumption.corrected").await.len(), 100);
@@ -260,7 +259,7 @@ async fn ingest_scale() {
         .collect();
     let started = std::time::Instant::now();
     for batch in batches {
-        let r = record_consumption(&app.db, &app.principal(), batch).await.unwrap().unwrap();
+        let r = record_consumption(&app.db, &app.principal(), batch, app.now()).await.unwrap().unwrap();
         assert_eq!(r.inserted, 10_000);
     }
     let elapsed = started.elapsed();

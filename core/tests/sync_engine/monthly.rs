@@ -177,7 +177,7 @@ async fn dry_run_computes_and_calls_nothing() {
         super::support::period("2026-03"),
         None,
         true,
-        app.now().date_naive(),
+        app.now(),
     )
     .await
     .unwrap();
@@ -205,7 +205,7 @@ async fn run_rules_period_customers_and_one_running_run() {
                 super::support::period(p),
                 customers,
                 dry,
-                app.now().date_naive(),
+                app.now(),
             )
             .await
             .unwrap()

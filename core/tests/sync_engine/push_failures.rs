@@ -166,10 +166,11 @@ async fn missing_addition_dies_with_exactly_one_ticket_on(backend: Backend) {
 
     // A manual retry after fixing the addition succeeds, with a fresh budget, and reopens the run.
     app.fake.add_addition(fake_connectwise::FakeAddition::new(A1, A1 - 1000, A1 * 10, 1));
-    let retried = sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &app.principal(), &p.id.to_string())
-        .await
-        .unwrap()
-        .expect("retried");
+    let retried =
+        sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &app.principal(), &p.id.to_string(), app.now())
+            .await
+            .unwrap()
+            .expect("retried");
     assert_eq!((retried.status.as_str(), retried.max_attempts), ("PENDING", retried.attempts + 5));
     assert_eq!(app.run(run.id).await.status, "RUNNING");
     let audit = app.audit("push.retried").await;
@@ -180,13 +181,14 @@ async fn missing_addition_dies_with_exactly_one_ticket_on(backend: Backend) {
     assert_eq!(app.fake.tickets().len(), 1);
 
     // Only DEAD/FAILED_RETRYING pushes can be retried; unknown ids are NOT_FOUND.
-    let err = sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &app.principal(), &p.id.to_string())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err =
+        sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &app.principal(), &p.id.to_string(), app.now())
+            .await
+            .unwrap()
+            .unwrap_err();
     assert_eq!(err[0].code, "PUSH_NOT_RETRYABLE");
     for bad in ["abc", "999999", "-1"] {
-        let err = sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &app.principal(), bad)
+        let err = sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &app.principal(), bad, app.now())
             .await
             .unwrap()
             .unwrap_err();
@@ -206,8 +208,8 @@ async fn concurrent_retries_of_one_push_have_one_winner() {
     let id = p.id.to_string();
     let principal = app.principal();
     let (a, b) = tokio::join!(
-        sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &principal, &id),
-        sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &principal, &id),
+        sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &principal, &id, app.now()),
+        sync_core::service::sync::retry_push(&app.db, app.queue.as_ref(), &app.settings, &principal, &id, app.now()),
     );
     let results = [a.unwrap(), b.unwrap()];
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
@@ -242,11 +244,17 @@ async fn auth_failure_trips_the_breaker_and_kills_the_run_without_more_calls_on(
     assert_eq!(app.run(run.id).await.status, "FAILED");
 
     // While the breaker is open a retried push dies at once, without a call.
-    let retried =
-        sync_core::service::sync::retry_failed_pushes(&app.db, app.queue.as_ref(), &app.settings, &app.principal(), &run.id.to_string())
-            .await
-            .unwrap()
-            .unwrap();
+    let retried = sync_core::service::sync::retry_failed_pushes(
+        &app.db,
+        app.queue.as_ref(),
+        &app.settings,
+        &app.principal(),
+        &run.id.to_string(),
+        app.now(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(retried.len(), 3);
     assert_eq!(app.audit("push.retried").await.len(), 3);
     app.run_all().await;
@@ -279,8 +287,6 @@ async fn reconciliation_recovers_lost_jobs_and_lost_attempts_on(backend: Backend
     let app = spawn(backend).await;
     let customer = three_mappings(&app).await;
     let run = app.run_sync("2026-02", false).await;
-    // Services stamp runs with the wall clock; let the engine's clock start there too.
-    app.clock.set(chrono::Utc::now());
     // The aggregation job is lost (e.g. Redis flushed).
     app.queue.clear();
     let report = engine::reconcile::reconcile(&app.deps).await.unwrap();
@@ -340,7 +346,7 @@ async fn removed_mappings_cancel_their_pushes_on(backend: Backend) {
     let p = push_for(&app, run.id, A1).await;
     let mapping = p.product_mapping_id.unwrap();
     let txn = sea_orm::TransactionTrait::begin(&app.db).await.unwrap();
-    let n = sync_core::service::sync::cancel_pushes_for_mapping(&txn, app.tenant_id, &[mapping], "user:alice").await.unwrap();
+    let n = sync_core::service::sync::cancel_pushes_for_mapping(&txn, app.now(), app.tenant_id, &[mapping], "user:alice").await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(n, 1);
     let cancelled = app.push(p.id).await;

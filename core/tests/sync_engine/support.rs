@@ -26,13 +26,17 @@ pub enum Backend {
     Sqlite,
 }
 
-/// A queue that records jobs; tests pop and run them.
-#[derive(Default)]
+/// A queue that records jobs; tests pop and run them. Delayed jobs are due at the test clock's
+/// instant `now + delay`.
 pub struct TestQueue {
     jobs: Mutex<Vec<(Job, Option<DateTime<Utc>>)>>,
+    clock: Arc<ManualClock>,
 }
 
 impl TestQueue {
+    pub fn new(clock: Arc<ManualClock>) -> Self {
+        TestQueue { jobs: Mutex::default(), clock }
+    }
     pub fn len(&self) -> usize {
         self.jobs.lock().unwrap().len()
     }
@@ -58,7 +62,9 @@ impl JobQueue for TestQueue {
         self.jobs.lock().unwrap().push((job, None));
         Box::pin(async { Ok(()) })
     }
-    fn enqueue_at(&self, job: Job, at: DateTime<Utc>) -> BoxFuture<'_, Result<(), QueueError>> {
+    fn enqueue_after(&self, job: Job, delay: std::time::Duration) -> BoxFuture<'_, Result<(), QueueError>> {
+        use sync_core::clock::Clock;
+        let at = self.clock.now() + chrono::TimeDelta::from_std(delay).unwrap();
         self.jobs.lock().unwrap().push((job, Some(at)));
         Box::pin(async { Ok(()) })
     }
@@ -135,8 +141,8 @@ pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     }
     let settings = Arc::new(Settings::from_vars(&vars).expect("settings"));
     let secrets = SecretBox::from_bytes(&[7; 32]).unwrap();
-    let queue = Arc::new(TestQueue::default());
     let clock = Arc::new(ManualClock::new(start_time()));
+    let queue = Arc::new(TestQueue::new(clock.clone()));
     let deps = EngineDeps {
         db: db.clone(),
         queue: queue.clone(),
@@ -146,7 +152,7 @@ pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         rate: Arc::new(LocalRateLimiter::new(1000)),
         clock: clock.clone(),
     };
-    let tenant = entity::tenant::ActiveModel { external_id: Set("t1".into()), created_at: Set(Utc::now()), ..Default::default() }
+    let tenant = entity::tenant::ActiveModel { external_id: Set("t1".into()), created_at: Set(start_time()), ..Default::default() }
         .insert(&db)
         .await
         .unwrap();
@@ -167,7 +173,7 @@ impl TestApp {
     }
 
     pub async fn configure_cw(&self, private_key: &str) {
-        let now = Utc::now();
+        let now = self.now();
         entity::cw_settings::Entity::delete_by_id(self.tenant_id).exec(&self.db).await.unwrap();
         entity::cw_settings::ActiveModel {
             tenant_id: Set(self.tenant_id),
@@ -205,7 +211,7 @@ impl TestApp {
     }
 
     pub async fn customer(&self, external_id: &str, name: &str) -> i64 {
-        let now = Utc::now();
+        let now = self.now();
         entity::customer::ActiveModel {
             tenant_id: Set(self.tenant_id),
             external_id: Set(external_id.into()),
@@ -239,7 +245,7 @@ impl TestApp {
     /// A ConnectWise company (in the fake) mapped to the customer.
     pub async fn map_customer(&self, customer_id: i64, company_id: i64, name: &str) {
         self.fake.add_company(FakeCompany::new(company_id, &format!("C{company_id}"), name));
-        let now = Utc::now();
+        let now = self.now();
         entity::customer_mapping::ActiveModel {
             tenant_id: Set(self.tenant_id),
             customer_id: Set(customer_id),
@@ -268,7 +274,7 @@ impl TestApp {
         self.fake.add_agreement(FakeAgreement::new(agreement_id, &format!("Agreement {agreement_id}"), company_id));
         let product_id = addition_id * 10;
         self.fake.add_addition(FakeAddition::new(addition_id, agreement_id, product_id, 1));
-        let now = Utc::now();
+        let now = self.now();
         entity::product_mapping::ActiveModel {
             tenant_id: Set(self.tenant_id),
             customer_id: Set(customer_id),
@@ -311,7 +317,10 @@ impl TestApp {
                 value: value.to_string(),
             })
             .collect();
-        sync_core::service::consumption::record_consumption(&self.db, &self.principal(), input).await.unwrap().expect("samples accepted")
+        sync_core::service::consumption::record_consumption(&self.db, &self.principal(), input, self.now())
+            .await
+            .unwrap()
+            .expect("samples accepted")
     }
 
     /// Pull the fake's catalog into the cache tables, then forget those requests.
@@ -323,18 +332,10 @@ impl TestApp {
 
     /// Start a manual run (non-dry unless asked) for `p` as on 2026-03-02, asserting success.
     pub async fn run_sync(&self, p: &str, dry_run: bool) -> entity::sync_run::Model {
-        sync_core::service::sync::run_monthly_sync(
-            &self.db,
-            self.queue.as_ref(),
-            &self.principal(),
-            period(p),
-            None,
-            dry_run,
-            start_time().date_naive(),
-        )
-        .await
-        .unwrap()
-        .expect("run started")
+        sync_core::service::sync::run_monthly_sync(&self.db, self.queue.as_ref(), &self.principal(), period(p), None, dry_run, start_time())
+            .await
+            .unwrap()
+            .expect("run started")
     }
 
     /// Run one job.
