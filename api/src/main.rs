@@ -152,7 +152,7 @@ async fn main() -> ExitCode {
         // One process per SQLite queue: the in-process limiter is the whole per-tenant budget.
         let rate: Arc<dyn sync_core::engine::TenantRateLimiter> = match &queue {
             WorkerQueue::Redis(q) => Arc::new(worker::RedisRateLimiter::for_queue(q, settings.cw_rate_per_tenant)),
-            WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::new(settings.cw_rate_per_tenant)),
+            WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::with_clock(settings.cw_rate_per_tenant, clock.clone())),
         };
         let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, startup::http_client(), rate, clock.clone());
         Some(worker::spawn_in_process(deps, queue.clone()).await)

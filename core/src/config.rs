@@ -171,7 +171,7 @@ impl Settings {
 
     /// The retry policy of pushes.
     pub fn backoff_policy(&self) -> domain::BackoffPolicy {
-        domain::BackoffPolicy { max_attempts: self.push_max_attempts, min: self.push_backoff_min, max: self.push_backoff_max }
+        domain::BackoffPolicy { min: self.push_backoff_min, max: self.push_backoff_max }
     }
 }
 

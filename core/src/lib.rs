@@ -11,6 +11,7 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod jobs;
+pub mod ledger;
 pub mod pagination;
 pub mod service;
 

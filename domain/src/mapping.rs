@@ -69,6 +69,11 @@ pub mod codes {
     pub const INVALID_INPUT: &str = "INVALID_INPUT";
     /// `retryPush` on a push that is neither `DEAD` nor `FAILED_RETRYING`.
     pub const PUSH_NOT_RETRYABLE: &str = "PUSH_NOT_RETRYABLE";
+    /// `retryPush` on a push for which a newer push of the same addition exists (only the newest
+    /// push of an addition may write it).
+    pub const PUSH_SUPERSEDED: &str = "PUSH_SUPERSEDED";
+    /// `retryPush` on a push whose mapping was deleted, unmapped or now points to another addition.
+    pub const MAPPING_REMOVED: &str = "MAPPING_REMOVED";
 }
 
 /// A ConnectWise agreement as cached by the catalog refresh.
@@ -163,7 +168,53 @@ pub fn addition_is_cancelled(a: &AdditionFacts, today: NaiveDate) -> bool {
 /// Whether the agreement is active: status `Active` (any case), not flagged cancelled, and not ended
 /// before `today`.
 pub fn agreement_is_active(a: &AgreementFacts, today: NaiveDate) -> bool {
-    a.status.eq_ignore_ascii_case("active") && !a.cancelled_flag && a.end_date.is_none_or(|end| end >= today)
+    agreement_status_is_active(&a.status) && !a.cancelled_flag && a.end_date.is_none_or(|end| end >= today)
+}
+
+/// Whether a ConnectWise `agreementStatus` means active.
+pub fn agreement_status_is_active(status: &str) -> bool {
+    status.eq_ignore_ascii_case("active")
+}
+
+/// The checks a push makes on the addition it read from ConnectWise just before writing it (the
+/// same rules as mapping validation, on the live record): cancelled in the past →
+/// `ADDITION_CANCELLED`; another product than the mapping resolved → `ADDITION_CHANGED`; agreement
+/// not active → `AGREEMENT_INACTIVE`.
+///
+/// ```
+/// use domain::{AdditionFacts, check_addition_before_push};
+/// let today = domain::parse_day("2026-03-02").unwrap();
+/// let a = AdditionFacts { id: 9, sequence_number: 1, product_id: Some(7), product_identifier: None, cancelled_date: None };
+/// assert!(check_addition_before_push(&a, Some("Active"), Some(7), today).is_ok());
+/// assert_eq!(check_addition_before_push(&a, Some("Active"), Some(8), today).unwrap_err().code, "ADDITION_CHANGED");
+/// ```
+pub fn check_addition_before_push(
+    a: &AdditionFacts,
+    agreement_status: Option<&str>,
+    mapped_product: Option<i64>,
+    today: NaiveDate,
+) -> Result<(), RuleViolation> {
+    use codes::*;
+    if addition_is_cancelled(a, today) {
+        let when = a.cancelled_date.map(|d| d.to_string()).unwrap_or_default();
+        return Err(RuleViolation::new(ADDITION_CANCELLED, None, format!("addition {} was cancelled on {when}", a.id)));
+    }
+    if let Some(expected) = mapped_product
+        && a.product_id != Some(expected)
+    {
+        let now_holds = a.product_id.map(|p| p.to_string()).unwrap_or_else(|| "none".into());
+        return Err(RuleViolation::new(
+            ADDITION_CHANGED,
+            None,
+            format!("addition {} now holds product {now_holds} instead of the mapped product {expected}", a.id),
+        ));
+    }
+    if let Some(status) = agreement_status
+        && !agreement_status_is_active(status)
+    {
+        return Err(RuleViolation::new(AGREEMENT_INACTIVE, None, format!("the agreement of addition {} is {status}", a.id)));
+    }
+    Ok(())
 }
 
 /// Whether the license still runs on `today` (not deprovisioned before it).
@@ -307,6 +358,28 @@ fn resolve_addition(f: &MappingFacts, agreement_id: i64) -> Result<ResolvedAddit
         product_id: addition.product_id,
         product_identifier: addition.product_identifier.clone(),
     })
+}
+
+/// A mapping's (module, usage, interval) as the duplicate rules see it.
+pub type MappingKey = (ProductModule, UsageMetric, IntervalMethod);
+
+/// The `SUM` exclusivity rule of `DUPLICATE_USAGE_MAPPING`: a `SUM` mapping bills all three
+/// Enterprise Workloads storage types, so it may not stand beside any other Enterprise Workloads
+/// mapping of the same customer (either order, a second `SUM` included). `others` are the
+/// customer's other mappings.
+///
+/// ```
+/// use domain::{IntervalMethod::*, ProductModule::*, UsageMetric::*, sum_is_exclusive};
+/// assert!(!sum_is_exclusive(&[(EnterpriseWorkloads, LtrStorage, Average)], (EnterpriseWorkloads, CloudStorage, Sum)));
+/// assert!(sum_is_exclusive(&[(Microsoft365, ActiveUsers, Sum)], (EnterpriseWorkloads, CloudStorage, Sum)));
+/// ```
+pub fn sum_is_exclusive(others: &[MappingKey], new: MappingKey) -> bool {
+    let ew = |k: &MappingKey| k.0 == ProductModule::EnterpriseWorkloads;
+    let sum = |k: &MappingKey| ew(k) && k.2 == IntervalMethod::Sum;
+    if !ew(&new) {
+        return true;
+    }
+    if sum(&new) { !others.iter().any(ew) } else { !others.iter().any(sum) }
 }
 
 /// `A, B, C` from contract names.

@@ -1,40 +1,12 @@
-//! Failure classification of ConnectWise responses and the exponential backoff of push retries
-//! (SPEC §7). Jitter is passed in, so the policy stays deterministic and testable.
+//! The exponential backoff of push retries. Jitter is passed in, so the policy stays deterministic
+//! and testable. (Which failures are retried is the ConnectWise client's `CwError::is_retryable`;
+//! how many attempts a push has is its own `max_attempts`, which a manual retry extends.)
 
 use std::time::Duration;
-
-/// How a failed ConnectWise call is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureClass {
-    /// Transient (5xx gateway errors, 408, connect errors, timeouts): retry with backoff.
-    Retryable,
-    /// 429: counts as an attempt and pauses the tenant's calls until `Retry-After`.
-    RateLimited,
-    /// 401/403: trips the tenant's breaker; remaining pushes go `DEAD` with `CW_AUTH_FAILED`.
-    AuthFailed,
-    /// Any other error status: retrying cannot help.
-    Permanent,
-}
-
-/// Classifies an HTTP error status.
-///
-/// 429 → `RateLimited`; 408, 500, 502, 503, 504 → `Retryable`; 401, 403 → `AuthFailed`; anything
-/// else → `Permanent` (callers only ask for non-success statuses; an unexpected 1xx–3xx is treated
-/// as permanent too, since repeating the same request will not change it).
-pub fn classify_http_status(status: u16) -> FailureClass {
-    match status {
-        429 => FailureClass::RateLimited,
-        408 | 500 | 502 | 503 | 504 => FailureClass::Retryable,
-        401 | 403 => FailureClass::AuthFailed,
-        _ => FailureClass::Permanent,
-    }
-}
 
 /// Exponential backoff with "equal jitter", capped, honouring `Retry-After`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackoffPolicy {
-    /// Attempts allowed in one budget (`PUSH_MAX_ATTEMPTS`).
-    pub max_attempts: u32,
     /// Base delay after the first failed attempt.
     pub min: Duration,
     /// Upper bound of the exponential base (a `Retry-After` may exceed it).
@@ -50,7 +22,7 @@ impl BackoffPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let p = domain::BackoffPolicy { max_attempts: 5, min: Duration::from_secs(2), max: Duration::from_secs(60) };
+    /// let p = domain::BackoffPolicy { min: Duration::from_secs(2), max: Duration::from_secs(60) };
     /// assert_eq!(p.delay(3, 1000, None), Duration::from_secs(8));
     /// assert_eq!(p.delay(3, 0, None), Duration::from_secs(4));
     /// assert_eq!(p.delay(1, 0, Some(Duration::from_secs(120))), Duration::from_secs(120));
@@ -65,11 +37,6 @@ impl BackoffPolicy {
         let jittered = half.saturating_add(extra);
         retry_after.map_or(jittered, |ra| jittered.max(ra))
     }
-
-    /// Whether `attempts_made` attempts have used up the budget.
-    pub fn exhausted(&self, attempts_made: u32) -> bool {
-        attempts_made >= self.max_attempts
-    }
 }
 
 #[cfg(test)]
@@ -80,22 +47,7 @@ mod tests {
         Duration::from_secs(s)
     }
     fn policy() -> BackoffPolicy {
-        BackoffPolicy { max_attempts: 5, min: secs(2), max: secs(60) }
-    }
-
-    #[test]
-    fn classifies_statuses() {
-        use FailureClass::*;
-        assert_eq!(classify_http_status(429), RateLimited);
-        for s in [408, 500, 502, 503, 504] {
-            assert_eq!(classify_http_status(s), Retryable, "{s}");
-        }
-        for s in [401, 403] {
-            assert_eq!(classify_http_status(s), AuthFailed, "{s}");
-        }
-        for s in [400, 404, 405, 409, 410, 422, 499, 501, 505, 599, 200, 302] {
-            assert_eq!(classify_http_status(s), Permanent, "{s}");
-        }
+        BackoffPolicy { min: secs(2), max: secs(60) }
     }
 
     #[test]
@@ -130,7 +82,7 @@ mod tests {
             assert_eq!(p.delay(attempt, 1000, None), secs(60), "{attempt}");
             assert_eq!(p.delay(attempt, 0, None), secs(30), "{attempt}");
         }
-        let huge = BackoffPolicy { max_attempts: 3, min: Duration::MAX, max: Duration::MAX };
+        let huge = BackoffPolicy { min: Duration::MAX, max: Duration::MAX };
         assert!(huge.delay(64, 1000, None) >= Duration::MAX / 2);
         assert_eq!(huge.delay(64, 0, None), Duration::MAX / 2);
     }
@@ -141,14 +93,5 @@ mod tests {
         assert_eq!(p.delay(1, 1000, Some(secs(1))), secs(2));
         assert_eq!(p.delay(1, 1000, Some(secs(30))), secs(30));
         assert_eq!(p.delay(10, 1000, Some(secs(600))), secs(600), "beyond max");
-    }
-
-    #[test]
-    fn budget() {
-        let p = policy();
-        assert!(!p.exhausted(0));
-        assert!(!p.exhausted(4));
-        assert!(p.exhausted(5));
-        assert!(p.exhausted(6));
     }
 }

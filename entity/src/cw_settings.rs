@@ -25,6 +25,8 @@ pub struct Model {
     pub breaker_opened_at: Option<DateTimeUtc>,
     pub paused_until: Option<DateTimeUtc>,
     pub catalog_refreshed_at: Option<DateTimeUtc>,
+    /// A monthly tick found a run of this period still running: the scheduled run is owed.
+    pub owed_scheduled_period: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

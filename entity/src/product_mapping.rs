@@ -19,6 +19,8 @@ pub struct Model {
     pub cw_product_identifier: Option<String>,
     pub version: i32,
     pub stale: bool,
+    /// Bumped by every change of the mapping's inputs (samples, license window).
+    pub input_version: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

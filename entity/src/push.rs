@@ -37,6 +37,14 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,
+    /// The mapping's input version the push's value was computed from.
+    pub input_version: i64,
+    /// What ConnectWise held when the last attempt read the addition.
+    pub held_quantity: Option<i64>,
+    /// What ConnectWise held when that differed from the last quantity this service set (drift).
+    pub drift_from_quantity: Option<i64>,
+    /// Why the push was withdrawn (`PUSH_SUPERSEDED`, `MAPPING_REMOVED`).
+    pub cancel_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

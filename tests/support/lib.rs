@@ -179,7 +179,9 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
             worker::WorkerQueue::Redis(q) => {
                 Arc::new(worker::RedisRateLimiter::new(q.connection(), &settings.redis_prefix, settings.cw_rate_per_tenant))
             }
-            worker::WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::new(settings.cw_rate_per_tenant)),
+            worker::WorkerQueue::Sqlite(_) => {
+                Arc::new(sync_core::engine::LocalRateLimiter::with_clock(settings.cw_rate_per_tenant, clock.clone()))
+            }
         };
         let deps = worker::engine_deps(
             db.clone(),

@@ -146,9 +146,41 @@ impl RedisRateLimiter {
     }
 }
 
+impl RedisRateLimiter {
+    /// [`TenantRateLimiter::acquire_within`]: wait for the gate while it opens within `max_wait`.
+    async fn acquire_within_inner(&self, tenant_id: i64, max_wait: Duration) -> Result<(), Duration> {
+        let (key, pause_key) = (self.key(tenant_id), self.pause_key(tenant_id));
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            match tokio::time::timeout(REDIS_BUDGET, self.try_acquire(&key, &pause_key)).await {
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(wait))) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if wait > left {
+                        return Err(wait);
+                    }
+                    tokio::time::sleep(wait + Duration::from_millis(rand::random_range(0..20))).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(tenant_id, %error, "rate limiter: Redis failed, using the per-process limit");
+                    return self.fallback.acquire_within(tenant_id, max_wait).await;
+                }
+                Err(_) => {
+                    tracing::warn!(tenant_id, "rate limiter: Redis too slow, using the per-process limit");
+                    return self.fallback.acquire_within(tenant_id, max_wait).await;
+                }
+            }
+        }
+    }
+}
+
 impl TenantRateLimiter for RedisRateLimiter {
     fn acquire(&self, tenant_id: i64) -> BoxFuture<'_, ()> {
         Box::pin(self.acquire_inner(tenant_id))
+    }
+
+    fn acquire_within(&self, tenant_id: i64, max_wait: Duration) -> BoxFuture<'_, Result<(), Duration>> {
+        Box::pin(self.acquire_within_inner(tenant_id, max_wait))
     }
 
     fn pause(&self, tenant_id: i64, wait: Duration) -> BoxFuture<'_, ()> {

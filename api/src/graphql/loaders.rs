@@ -72,6 +72,9 @@ loader!(RunLoader, sync_run::Model, |db, t, keys| service::history::runs_by_ids(
 loader!(AttemptsLoader, Vec<push_attempt::Model>, |db, t, keys| service::history::attempts_of(db, t, keys)
     .await
     .map(|v| group(v, |a| a.push_id)));
+loader!(WriteBlockerLoader, domain::CancelReason, |db, t, keys| sync_core::ledger::push::write_blockers(db, t, keys)
+    .await
+    .map_err(sync_core::ServiceError::from));
 loader!(RunCountsLoader, HashMap<String, i64>, |db, t, keys| service::history::run_status_counts(db, t, keys).await);
 
 /// All loaders of one request.
@@ -88,6 +91,7 @@ pub struct Loaders {
     pub run: DataLoader<RunLoader>,
     pub attempts: DataLoader<AttemptsLoader>,
     pub run_counts: DataLoader<RunCountsLoader>,
+    pub write_blocker: DataLoader<WriteBlockerLoader>,
     prefetched: Prefetched,
     db: DatabaseConnection,
     tenant_id: i64,
@@ -204,6 +208,7 @@ impl Loaders {
             run: dl!(RunLoader),
             attempts: dl!(AttemptsLoader),
             run_counts: dl!(RunCountsLoader),
+            write_blocker: dl!(WriteBlockerLoader),
             prefetched: Prefetched::default(),
             db: db.clone(),
             tenant_id,

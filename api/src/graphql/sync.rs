@@ -341,9 +341,21 @@ pub struct PushPayload {
     pub user_errors: Vec<UserError>,
 }
 
+/// A count as a GraphQL `Int`.
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 #[derive(SimpleObject)]
 pub struct RetryPushesPayload {
+    /// The pushes retried (back to `PENDING` with a fresh attempt budget).
     pub pushes: Vec<Push>,
+    /// Left alone because a newer push of the same addition exists.
+    pub skipped_superseded: i32,
+    /// Left alone because their mapping was removed or points to another addition now.
+    pub skipped_orphaned: i32,
+    /// Left alone because another push of their addition is in flight.
+    pub skipped_in_flight: i32,
     pub user_errors: Vec<UserError>,
 }
 
@@ -433,8 +445,20 @@ impl SyncMutation {
     async fn retry_failed_pushes(&self, ctx: &Context<'_>, sync_run_id: ID) -> async_graphql::Result<RetryPushesPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(match service::sync::retry_failed_pushes(&a.db, a.queue.as_ref(), &a.settings, p, &sync_run_id, a.clock.now()).await.gql()? {
-            Ok(v) => RetryPushesPayload { pushes: v.into_iter().map(Push).collect(), user_errors: vec![] },
-            Err(e) => RetryPushesPayload { pushes: vec![], user_errors: user_errors(e) },
+            Ok(v) => RetryPushesPayload {
+                skipped_superseded: count(v.skipped_superseded),
+                skipped_orphaned: count(v.skipped_orphaned),
+                skipped_in_flight: count(v.skipped_in_flight),
+                pushes: v.retried.into_iter().map(Push).collect(),
+                user_errors: vec![],
+            },
+            Err(e) => RetryPushesPayload {
+                pushes: vec![],
+                skipped_superseded: 0,
+                skipped_orphaned: 0,
+                skipped_in_flight: 0,
+                user_errors: user_errors(e),
+            },
         })
     }
 

@@ -424,6 +424,32 @@ impl Push {
     async fn ticket_id(&self) -> Option<i64> {
         self.0.ticket_id
     }
+    /// What ConnectWise held on the addition when the last attempt read it.
+    async fn held_quantity(&self) -> Option<i64> {
+        self.0.held_quantity
+    }
+    /// Set when ConnectWise held another quantity than the one this service last set on the
+    /// addition (somebody changed it by hand): the quantity it held.
+    async fn drift_from_quantity(&self) -> Option<i64> {
+        self.0.drift_from_quantity
+    }
+    /// Why a `CANCELLED` push was withdrawn: `PUSH_SUPERSEDED` or `MAPPING_REMOVED`.
+    async fn cancel_reason(&self) -> Option<&str> {
+        self.0.cancel_reason.as_deref()
+    }
+    /// Whether `retryPush` would accept it: `DEAD` or `FAILED_RETRYING`, the newest push of its
+    /// addition, and its mapping still in place.
+    async fn retryable(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let status = parse_stored::<domain::PushStatus>(&self.0.status)?;
+        if !domain::PushStatus::sources_of(domain::PushEvent::Retry).contains(&status) {
+            return Ok(false);
+        }
+        Ok(loaders(ctx)?.write_blocker.load_one(self.0.id).await.map_err(load_err)?.is_none())
+    }
+    /// Why the push may no longer write its addition (`PUSH_SUPERSEDED`, `MAPPING_REMOVED`), if so.
+    async fn write_blocked_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(loaders(ctx)?.write_blocker.load_one(self.0.id).await.map_err(load_err)?.map(|r| r.as_str().to_string()))
+    }
     async fn cw_agreement_id(&self) -> i64 {
         self.0.cw_agreement_id
     }

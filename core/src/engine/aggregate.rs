@@ -1,17 +1,22 @@
 //! Aggregation of a sync run: snapshot the tenant's mappings, compute each mapping's monthly value
 //! with one set-based statistics query plus `domain::aggregate_month`, and write one push per mapping.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::{IntervalMethod, LicenseWindow, MonthlyValue, Period, ProductModule, PushStatus, SkipReason, UsageMetric, UsageMonthStats};
+use domain::{
+    CancelReason, IntervalMethod, LicenseWindow, MonthlyValue, Period, ProductModule, PushStatus, SkipReason, UsageMetric, UsageMonthStats,
+};
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, DbErr, Value};
 use serde_json::json;
 
-use super::sql::{self, AuditRow, Col, RowSet};
+use super::sql;
 use super::{EngineDeps, EngineError};
-use crate::jobs::{Job, PushJob};
+use crate::{
+    jobs::{Job, PushJob},
+    ledger,
+};
 
 /// One product mapping as it stood when the run was aggregated, with its monthly value.
 #[derive(Clone, Debug)]
@@ -26,6 +31,9 @@ pub(crate) struct SnapshotRow {
     pub cw_sequence_number: i64,
     pub cw_addition_id: i64,
     pub cw_product_id: Option<i64>,
+    /// The mapping's input version, read before its samples (so a change racing the snapshot is
+    /// never missed: at worst the mapping is flagged stale without need).
+    pub input_version: i64,
     pub result: Result<MonthlyValue, SkipReason>,
 }
 
@@ -89,7 +97,7 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
         c,
         &format!(
             "SELECT pm.id, pm.customer_id, pm.product_module, pm.usage, pm.interval_method, pm.cw_agreement_id, \
-                    pm.cw_sequence_number, pm.cw_addition_id, pm.cw_product_id, cm.cw_company_id, \
+                    pm.cw_sequence_number, pm.cw_addition_id, pm.cw_product_id, pm.input_version, cm.cw_company_id, \
                     l.provisioned_on, l.deprovisioned_on \
              FROM product_mappings pm \
              JOIN customer_mappings cm ON cm.customer_id = pm.customer_id AND cm.tenant_id = pm.tenant_id \
@@ -216,6 +224,7 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
             cw_sequence_number: r.try_get("", "cw_sequence_number")?,
             cw_addition_id: r.try_get("", "cw_addition_id")?,
             cw_product_id: r.try_get("", "cw_product_id")?,
+            input_version: r.try_get("", "input_version")?,
             result,
         });
     }
@@ -228,91 +237,12 @@ pub(crate) fn run_customer_filter(customer_ids: Option<&serde_json::Value>) -> O
     Some(arr.iter().filter_map(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).collect())
 }
 
-/// Quantity of the last `SUCCEEDED` non-dry push per (mapping, addition) of the tenant and period.
-async fn last_succeeded<C: ConnectionTrait>(c: &C, tenant_id: i64, period: Period) -> Result<HashMap<(i64, i64), i64>, DbErr> {
-    let rows = sql::query(
-        c,
-        "SELECT p.product_mapping_id, p.cw_addition_id, p.quantity FROM pushes p \
-         JOIN (SELECT product_mapping_id, cw_addition_id, MAX(id) AS id FROM pushes \
-               WHERE tenant_id = $1 AND period = $2 AND status = 'SUCCEEDED' AND dry_run = FALSE \
-                 AND product_mapping_id IS NOT NULL \
-               GROUP BY product_mapping_id, cw_addition_id) last ON last.id = p.id",
-        vec![tenant_id.into(), period.to_string().into()],
-    )
-    .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for r in rows {
-        if let Some(q) = r.try_get::<Option<i64>>("", "quantity")? {
-            out.insert((r.try_get("", "product_mapping_id")?, r.try_get("", "cw_addition_id")?), q);
-        }
-    }
-    Ok(out)
-}
-
-/// Cancel the tenant's non-final pushes on `additions` (older runs): a newer computation supersedes
-/// them, and it keeps "one in-flight push per addition" (uq_pushes_in_flight) true. Returns the runs touched.
-async fn supersede_older<C: ConnectionTrait>(
-    c: &C,
-    tenant_id: i64,
-    additions: &[i64],
-    new_run_id: i64,
-    now: DateTime<Utc>,
-) -> Result<(usize, Vec<i64>), DbErr> {
-    if additions.is_empty() {
-        return Ok((0, Vec::new()));
-    }
-    let found = sql::query(
-        c,
-        &format!(
-            "SELECT id, status FROM pushes WHERE tenant_id = $1 AND status IN {nf} AND {}{}",
-            sql::in_list(c, "cw_addition_id", 2),
-            sql::for_update(c),
-            nf = sql::NON_FINAL_SQL
-        ),
-        vec![tenant_id.into(), sql::i64_list(c, additions)],
-    )
-    .await?;
-    if found.is_empty() {
-        return Ok((0, Vec::new()));
-    }
-    let mut before: HashMap<i64, String> = HashMap::with_capacity(found.len());
-    for r in &found {
-        before.insert(r.try_get("", "id")?, r.try_get("", "status")?);
-    }
-    let ids: Vec<i64> = before.keys().copied().collect();
-    let cancelled = sql::query(
-        c,
-        &format!(
-            "UPDATE pushes SET status = 'CANCELLED', skip_reason = 'SUPERSEDED', finished_at = $2, updated_at = $2 \
-             WHERE {} AND status IN {nf} RETURNING id, sync_run_id",
-            sql::in_list(c, "id", 1),
-            nf = sql::NON_FINAL_SQL
-        ),
-        vec![sql::i64_list(c, &ids), now.into()],
-    )
-    .await?;
-    let mut runs = HashSet::new();
-    let mut audits = Vec::with_capacity(cancelled.len());
-    for r in &cancelled {
-        let id: i64 = r.try_get("", "id")?;
-        runs.insert(r.try_get::<i64>("", "sync_run_id")?);
-        audits.push(AuditRow {
-            tenant_id,
-            actor: crate::audit::SYSTEM_ACTOR.to_string(),
-            action: "push.cancelled",
-            entity_type: "push",
-            entity_id: id.to_string(),
-            before: Some(json!({"status": before.get(&id)})),
-            after: Some(json!({"status": "CANCELLED", "skipReason": "SUPERSEDED"})),
-            detail: Some(json!({"supersededByRun": new_run_id})),
-        });
-    }
-    let n = audits.len();
-    sql::audit_many(c, now, audits).await?;
-    Ok((n, runs.into_iter().collect()))
-}
-
 /// Compute a run's values and create its pushes (job `AggregateRun`). Idempotent.
+///
+/// Every non-dry push with a value is created `PENDING`: whether ConnectWise already holds the
+/// quantity is decided by the attempt's read of the addition, never by our own history. A newer
+/// run supersedes the unfinished pushes of older runs on the same additions (only the newest push
+/// of an addition may write it).
 pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineError> {
     let now = deps.clock.now();
     let txn = sql::begin_write(&deps.db).await?;
@@ -341,84 +271,69 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
     let customer_ids: Option<serde_json::Value> = run.try_get("", "customer_ids")?;
     let Ok(period) = Period::parse(&period_s) else {
         // Cannot happen through the services; fail the run visibly rather than retrying forever.
-        sql::exec(
-            &txn,
-            "UPDATE sync_runs SET status = 'FAILED', error = $2, aggregated_at = $3, finished_at = $3 WHERE id = $1",
-            vec![run_id.into(), format!("invalid period {period_s:?}").into(), now.into()],
-        )
-        .await?;
+        ledger::run::fail(&txn, tenant_id, run_id, &format!("invalid period {period_s:?}"), now).await?;
         txn.commit().await?;
         return Ok(());
     };
     let filter = run_customer_filter(customer_ids.as_ref());
 
     let snapshot = compute_snapshot(&txn, tenant_id, period, filter.as_deref()).await?;
-    let last = if dry_run { HashMap::new() } else { last_succeeded(&txn, tenant_id, period).await? };
-
-    let (superseded, touched_runs) = if dry_run {
-        (0, Vec::new())
+    let superseded = if dry_run {
+        ledger::push::Changed::default()
     } else {
         let additions: Vec<i64> = snapshot.iter().map(|s| s.cw_addition_id).collect();
-        supersede_older(&txn, tenant_id, &additions, run_id, now).await?
+        ledger::push::cancel(
+            &txn,
+            now,
+            tenant_id,
+            ledger::push::Which::Additions(&additions),
+            CancelReason::PushSuperseded,
+            crate::audit::SYSTEM_ACTOR,
+            Some(json!({"supersededByRun": run_id})),
+        )
+        .await?
     };
 
-    let n = snapshot.len();
-    let mut cols = PushColumns::with_capacity(n);
     let mut skipped: HashMap<&'static str, u64> = HashMap::new();
-    let mut unchanged = Vec::new();
-    for s in &snapshot {
-        let (status, skip, value) = match (&s.result, dry_run) {
-            (Err(reason), _) => (PushStatus::Skipped, Some(*reason), None),
-            (Ok(v), true) => (PushStatus::Skipped, Some(SkipReason::DryRun), Some(*v)),
-            (Ok(v), false) if last.get(&(s.mapping_id, s.cw_addition_id)) == Some(&v.quantity) => {
-                (PushStatus::Skipped, Some(SkipReason::Unchanged), Some(*v))
+    let rows: Vec<ledger::push::NewPush> = snapshot
+        .iter()
+        .map(|s| {
+            let (skip, value) = match (&s.result, dry_run) {
+                (Err(reason), _) => (Some(*reason), None),
+                (Ok(v), true) => (Some(SkipReason::DryRun), Some(*v)),
+                (Ok(v), false) => (None, Some(*v)),
+            };
+            if let Some(reason) = skip {
+                *skipped.entry(reason.as_str()).or_default() += 1;
             }
-            (Ok(v), false) => (PushStatus::Pending, None, Some(*v)),
-        };
-        if let Some(reason) = skip {
-            *skipped.entry(reason.as_str()).or_default() += 1;
-        }
-        if skip == Some(SkipReason::Unchanged) {
-            unchanged.push(s.mapping_id);
-        }
-        cols.push(s, status, skip, value, now);
-    }
+            ledger::push::NewPush {
+                mapping_id: s.mapping_id,
+                customer_id: s.customer_id,
+                module: s.module,
+                usage: s.usage,
+                method: s.method,
+                cw_company_id: s.cw_company_id,
+                cw_agreement_id: s.cw_agreement_id,
+                cw_sequence_number: s.cw_sequence_number,
+                cw_addition_id: s.cw_addition_id,
+                cw_product_id: s.cw_product_id,
+                input_version: s.input_version,
+                value,
+                skip,
+            }
+        })
+        .collect();
+    let run_ref = ledger::push::RunRef {
+        tenant_id,
+        run_id,
+        period,
+        dry_run,
+        max_attempts: i32::try_from(deps.settings.push_max_attempts).unwrap_or(i32::MAX),
+    };
+    let created = ledger::push::create(&txn, now, &run_ref, &rows).await?;
+    let pending: Vec<i64> = created.iter().filter(|(_, s)| *s == PushStatus::Pending).map(|(id, _)| *id).collect();
 
-    let inserted = sql::insert_rows(
-        &txn,
-        "pushes",
-        &cols.into_rowset(),
-        &[
-            ("tenant_id", tenant_id.into()),
-            ("sync_run_id", run_id.into()),
-            ("period", period.to_string().into()),
-            ("dry_run", dry_run.into()),
-            ("attempts", 0i32.into()),
-            ("max_attempts", i32::try_from(deps.settings.push_max_attempts).unwrap_or(i32::MAX).into()),
-            ("created_at", now.into()),
-            ("updated_at", now.into()),
-        ],
-        "RETURNING id, status",
-    )
-    .await?;
-    let mut pending = Vec::new();
-    for r in &inserted {
-        if r.try_get::<String>("", "status")? == PushStatus::Pending.as_str() {
-            pending.push(r.try_get::<i64>("", "id")?);
-        }
-    }
-
-    if !unchanged.is_empty() {
-        // ConnectWise already holds the recomputed quantity: a correction that did not change it
-        // leaves nothing to re-send, so the mapping is current again.
-        sql::exec(
-            &txn,
-            &format!("UPDATE product_mappings SET stale = FALSE WHERE {} AND stale = TRUE", sql::in_list(&txn, "id", 1)),
-            vec![sql::i64_list(&txn, &unchanged)],
-        )
-        .await?;
-    }
-    sql::exec(&txn, "UPDATE sync_runs SET aggregated_at = $2 WHERE id = $1", vec![run_id.into(), now.into()]).await?;
+    ledger::run::mark_aggregated(&txn, run_id, now).await?;
     crate::audit::record(
         &txn,
         crate::audit::AuditRecord {
@@ -433,21 +348,21 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
             detail: Some(json!({
                 "period": period.to_string(),
                 "dryRun": dry_run,
-                "mappings": n,
+                "mappings": snapshot.len(),
                 "pending": pending.len(),
                 "skipped": skipped,
-                "superseded": superseded,
+                "superseded": superseded.pushes.len(),
             })),
         },
     )
     .await?;
     if pending.is_empty() {
-        super::finish_run_if_done(&txn, run_id, now).await?;
+        ledger::run::finish_if_done(&txn, run_id, now).await?;
     }
     txn.commit().await?;
 
-    for other in touched_runs {
-        super::finish_run_if_done(&deps.db, other, now).await?;
+    for other in superseded.runs {
+        ledger::run::finish_if_done(&deps.db, other, now).await?;
     }
     if pending.len() >= ANALYZE_AFTER_PENDING && sql::is_pg(&deps.db) {
         refresh_push_statistics(deps, run_id).await;
@@ -508,90 +423,4 @@ pub(crate) async fn enqueue_pushes(deps: &EngineDeps, ids: &[i64]) -> Result<(),
         .await;
     results.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(())
-}
-
-/// Column vectors of the push rows to insert.
-struct PushColumns {
-    mapping_id: Vec<i64>,
-    customer_id: Vec<i64>,
-    module: Vec<String>,
-    usage: Vec<String>,
-    method: Vec<String>,
-    company: Vec<i64>,
-    agreement: Vec<i64>,
-    addition: Vec<i64>,
-    sequence: Vec<i64>,
-    product: Vec<Option<i64>>,
-    status: Vec<String>,
-    value: Vec<Option<i64>>,
-    quantity: Vec<Option<i64>>,
-    sample_days: Vec<i32>,
-    fallback: Vec<bool>,
-    skip_reason: Vec<Option<String>>,
-    finished_at: Vec<Option<DateTime<Utc>>>,
-}
-
-impl PushColumns {
-    fn with_capacity(n: usize) -> Self {
-        PushColumns {
-            mapping_id: Vec::with_capacity(n),
-            customer_id: Vec::with_capacity(n),
-            module: Vec::with_capacity(n),
-            usage: Vec::with_capacity(n),
-            method: Vec::with_capacity(n),
-            company: Vec::with_capacity(n),
-            agreement: Vec::with_capacity(n),
-            addition: Vec::with_capacity(n),
-            sequence: Vec::with_capacity(n),
-            product: Vec::with_capacity(n),
-            status: Vec::with_capacity(n),
-            value: Vec::with_capacity(n),
-            quantity: Vec::with_capacity(n),
-            sample_days: Vec::with_capacity(n),
-            fallback: Vec::with_capacity(n),
-            skip_reason: Vec::with_capacity(n),
-            finished_at: Vec::with_capacity(n),
-        }
-    }
-
-    fn push(&mut self, s: &SnapshotRow, status: PushStatus, skip: Option<SkipReason>, value: Option<MonthlyValue>, now: DateTime<Utc>) {
-        self.mapping_id.push(s.mapping_id);
-        self.customer_id.push(s.customer_id);
-        self.module.push(s.module.as_str().to_string());
-        self.usage.push(s.usage.as_str().to_string());
-        self.method.push(s.method.as_str().to_string());
-        self.company.push(s.cw_company_id);
-        self.agreement.push(s.cw_agreement_id);
-        self.addition.push(s.cw_addition_id);
-        self.sequence.push(s.cw_sequence_number);
-        self.product.push(s.cw_product_id);
-        self.status.push(status.as_str().to_string());
-        self.value.push(value.map(|v| v.value_micros));
-        self.quantity.push(value.map(|v| v.quantity));
-        self.sample_days.push(value.map(|v| i32::try_from(v.sample_days).unwrap_or(i32::MAX)).unwrap_or(0));
-        self.fallback.push(value.is_some_and(|v| v.fallback));
-        self.skip_reason.push(skip.map(|r| r.as_str().to_string()));
-        self.finished_at.push(status.is_final().then_some(now));
-    }
-
-    fn into_rowset(self) -> RowSet {
-        RowSet::new()
-            .col("product_mapping_id", Col::I64(self.mapping_id))
-            .col("customer_id", Col::I64(self.customer_id))
-            .col("product_module", Col::Text(self.module))
-            .col("usage", Col::Text(self.usage))
-            .col("interval_method", Col::Text(self.method))
-            .col("cw_company_id", Col::I64(self.company))
-            .col("cw_agreement_id", Col::I64(self.agreement))
-            .col("cw_addition_id", Col::I64(self.addition))
-            .col("cw_sequence_number", Col::I64(self.sequence))
-            .col("cw_product_id", Col::OptI64(self.product))
-            .col("status", Col::Text(self.status))
-            .col("value_micros", Col::OptI64(self.value))
-            .col("quantity", Col::OptI64(self.quantity))
-            .col("sample_days", Col::I32(self.sample_days))
-            .col("fallback", Col::Bool(self.fallback))
-            .col("skip_reason", Col::OptText(self.skip_reason))
-            .col("finished_at", Col::OptTs(self.finished_at))
-    }
 }

@@ -10,9 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 use secrecy::SecretString;
 
 pub use crate::clock::{Clock, ManualClock, ShiftedClock, SystemClock};
@@ -37,12 +36,8 @@ pub use reconcile::ReconcileReport;
 pub mod codes {
     /// ConnectWise answered the PATCH with another quantity than the one sent (retried).
     pub const QUANTITY_MISMATCH: &str = "QUANTITY_MISMATCH";
-    /// The product mapping was deleted or its customer unmapped while the push was pending.
-    pub const MAPPING_REMOVED: &str = "MAPPING_REMOVED";
     /// The tenant's ConnectWise credentials cannot be used (no private key, undecryptable, bad URL).
     pub const CW_NOT_CONFIGURED: &str = "CW_NOT_CONFIGURED";
-    /// A worker stopped in the middle of an attempt; reconciliation counted it as lost.
-    pub const ATTEMPT_LOST: &str = "ATTEMPT_LOST";
     /// The push row cannot be sent (e.g. it carries no quantity); a bug, reported loudly.
     pub const INVALID_PUSH: &str = "INVALID_PUSH";
 }
@@ -63,44 +58,63 @@ pub struct EngineDeps {
 /// crate; [`LocalRateLimiter`] serves one process, e.g. the embedded SQLite deployment and tests).
 pub trait TenantRateLimiter: Send + Sync {
     /// Wait until the tenant may make one more ConnectWise request: its pause (if any) has passed
-    /// and its request budget has room. Every ConnectWise call of a push goes through here.
+    /// and its request budget has room.
     fn acquire(&self, tenant_id: i64) -> BoxFuture<'_, ()>;
+    /// Take one request of the tenant's budget if that is possible within `max_wait`; otherwise
+    /// take nothing and answer how long until the gate may open (a pause, a spent budget). Every
+    /// ConnectWise call of a push goes through here, so that an attempt never waits long while
+    /// holding its claim.
+    fn acquire_within(&self, tenant_id: i64, max_wait: Duration) -> BoxFuture<'_, Result<(), Duration>>;
     /// Hold every call of the tenant for `wait` (a 429's `Retry-After`), in every process that
     /// shares this limiter; never shortens a longer pause.
     fn pause(&self, tenant_id: i64, wait: Duration) -> BoxFuture<'_, ()>;
 }
 
 /// An in-process per-tenant limiter (GCRA: a token bucket of `per_second` tokens refilled evenly).
+/// Pauses (a 429's `Retry-After`) run on the service's clock.
 pub struct LocalRateLimiter {
     interval: Duration,
     burst: u32,
     /// Theoretical arrival time of the next request, per tenant.
     tat: Mutex<HashMap<i64, Instant>>,
     /// Until when each paused tenant must not call.
-    paused: Mutex<HashMap<i64, Instant>>,
+    paused: Mutex<HashMap<i64, chrono::DateTime<chrono::Utc>>>,
+    clock: crate::clock::SharedClock,
 }
 
 impl LocalRateLimiter {
+    /// `per_second` requests per tenant, pauses on the system clock.
     pub fn new(per_second: u32) -> Self {
+        Self::with_clock(per_second, Arc::new(SystemClock))
+    }
+
+    /// `per_second` requests per tenant, pauses on `clock`.
+    pub fn with_clock(per_second: u32, clock: crate::clock::SharedClock) -> Self {
         let per_second = per_second.max(1);
         LocalRateLimiter {
             interval: Duration::from_secs(1) / per_second,
             burst: per_second,
             tat: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
+            clock,
         }
     }
 
-    /// Reserve the next slot and return how long to wait for it.
-    fn reserve(&self, tenant_id: i64) -> Duration {
+    /// Reserve the next slot and return how long to wait for it; with `limit`, reserve nothing when
+    /// the wait would be longer and return `Err(wait)`.
+    fn reserve(&self, tenant_id: i64, limit: Option<Duration>) -> Result<Duration, Duration> {
         let now = Instant::now();
         let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
         let tat = map.entry(tenant_id).or_insert(now);
         let new_tat = (*tat).max(now) + self.interval;
-        *tat = new_tat;
         // A request may go as soon as the bucket has a token: `burst` intervals of tolerance.
         let allowed_at = new_tat.checked_sub(self.interval * self.burst).unwrap_or(now);
-        allowed_at.saturating_duration_since(now)
+        let wait = allowed_at.saturating_duration_since(now);
+        if limit.is_some_and(|limit| wait > limit) {
+            return Err(wait);
+        }
+        *tat = new_tat;
+        Ok(wait)
     }
 }
 
@@ -108,7 +122,7 @@ impl LocalRateLimiter {
     /// How long the tenant is still paused.
     fn paused_for(&self, tenant_id: i64) -> Duration {
         let map = self.paused.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&tenant_id).map(|until| until.saturating_duration_since(Instant::now())).unwrap_or_default()
+        map.get(&tenant_id).map(|until| self.clock.until(*until)).unwrap_or_default()
     }
 }
 
@@ -120,7 +134,7 @@ impl TenantRateLimiter for LocalRateLimiter {
                 if !paused.is_zero() {
                     tokio::time::sleep(paused).await;
                 }
-                let wait = self.reserve(tenant_id);
+                let wait = self.reserve(tenant_id, None).unwrap_or_else(|w| w);
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
@@ -132,8 +146,25 @@ impl TenantRateLimiter for LocalRateLimiter {
         })
     }
 
+    fn acquire_within(&self, tenant_id: i64, max_wait: Duration) -> BoxFuture<'_, Result<(), Duration>> {
+        Box::pin(async move {
+            let paused = self.paused_for(tenant_id);
+            if paused > max_wait {
+                return Err(paused);
+            }
+            tokio::time::sleep(paused).await;
+            let wait = self.reserve(tenant_id, Some(max_wait.saturating_sub(paused)))?;
+            tokio::time::sleep(wait).await;
+            // A pause set while we waited for the slot still applies.
+            match self.paused_for(tenant_id) {
+                d if d.is_zero() => Ok(()),
+                d => Err(d),
+            }
+        })
+    }
+
     fn pause(&self, tenant_id: i64, wait: Duration) -> BoxFuture<'_, ()> {
-        let until = Instant::now() + wait;
+        let until = self.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
         let mut map = self.paused.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.entry(tenant_id).or_insert(until);
         *entry = (*entry).max(until);
@@ -207,100 +238,7 @@ pub(crate) fn client_from_settings(deps: &EngineDeps, s: &entity::cw_settings::M
     Ok(connectwise::CwClient::new(deps.http.clone(), creds, deps.settings.cw_timeout))
 }
 
-/// Push counts of a run by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RunCounts {
-    pub non_final: u64,
-    pub succeeded: u64,
-    pub skipped: u64,
-    pub dead: u64,
-    pub cancelled: u64,
-}
-
-impl RunCounts {
-    pub fn status(&self) -> domain::SyncRunStatus {
-        domain::SyncRunStatus::from_push_counts(self.non_final, self.succeeded, self.skipped, self.dead, self.cancelled)
-    }
-}
-
-pub(crate) async fn run_counts<C: ConnectionTrait>(c: &C, run_id: i64) -> Result<RunCounts, DbErr> {
-    let rows = sql::query(
-        c,
-        &format!(
-            "SELECT \
-               COALESCE(SUM(CASE WHEN status IN {nf} THEN 1 ELSE 0 END), 0) AS non_final, \
-               COALESCE(SUM(CASE WHEN status = 'SUCCEEDED' THEN 1 ELSE 0 END), 0) AS succeeded, \
-               COALESCE(SUM(CASE WHEN status = 'SKIPPED' THEN 1 ELSE 0 END), 0) AS skipped, \
-               COALESCE(SUM(CASE WHEN status = 'DEAD' THEN 1 ELSE 0 END), 0) AS dead, \
-               COALESCE(SUM(CASE WHEN status = 'CANCELLED' THEN 1 ELSE 0 END), 0) AS cancelled \
-             FROM pushes WHERE sync_run_id = $1",
-            nf = sql::NON_FINAL_SQL
-        ),
-        vec![run_id.into()],
-    )
-    .await?;
-    let Some(r) = rows.first() else { return Ok(RunCounts::default()) };
-    let get = |col: &str| -> Result<u64, DbErr> { Ok(u64::try_from(r.try_get::<i64>("", col)?).unwrap_or(0)) };
-    Ok(RunCounts {
-        non_final: get("non_final")?,
-        succeeded: get("succeeded")?,
-        skipped: get("skipped")?,
-        dead: get("dead")?,
-        cancelled: get("cancelled")?,
-    })
-}
-
-/// Finish the run if all its pushes are final. Conditional (`status = 'RUNNING'` and no non-final
-/// push at update time), so when several workers finish the last pushes together exactly one wins.
-/// Call it after committing the push's own change, so the last committer sees every other one.
-pub(crate) async fn finish_run_if_done<C: ConnectionTrait>(c: &C, run_id: i64, now: DateTime<Utc>) -> Result<bool, DbErr> {
-    // Called after every final push: while any push is open, stop at the first one found
-    // (ix_pushes_run) instead of counting the whole run each time.
-    let open = sql::query(
-        c,
-        &format!("SELECT 1 AS open FROM pushes WHERE sync_run_id = $1 AND status IN {} LIMIT 1", sql::NON_FINAL_SQL),
-        vec![run_id.into()],
-    )
-    .await?;
-    if !open.is_empty() {
-        return Ok(false);
-    }
-    let counts = run_counts(c, run_id).await?;
-    if counts.non_final > 0 {
-        return Ok(false);
-    }
-    let status = counts.status();
-    let rows = sql::query(
-        c,
-        &format!(
-            "UPDATE sync_runs SET status = $2, finished_at = $3 \
-             WHERE id = $1 AND status = 'RUNNING' AND aggregated_at IS NOT NULL \
-               AND NOT EXISTS (SELECT 1 FROM pushes p WHERE p.sync_run_id = $1 AND p.status IN {nf}) \
-             RETURNING tenant_id",
-            nf = sql::NON_FINAL_SQL
-        ),
-        vec![run_id.into(), status.as_str().into(), now.into()],
-    )
-    .await?;
-    let Some(row) = rows.first() else { return Ok(false) };
-    let tenant_id: i64 = row.try_get("", "tenant_id")?;
-    crate::audit::record(
-        c,
-        crate::audit::AuditRecord {
-            at: now,
-            tenant_id,
-            actor: crate::audit::SYSTEM_ACTOR,
-            action: "sync_run.finished",
-            entity_type: "sync_run",
-            entity_id: run_id.to_string(),
-            before: Some(serde_json::json!({"status": "RUNNING"})),
-            after: Some(serde_json::json!({"status": status.as_str()})),
-            detail: Some(serde_json::to_value(counts).unwrap_or_default()),
-        },
-    )
-    .await?;
-    Ok(true)
-}
+pub use crate::ledger::run::RunCounts;
 
 /// Cut a message to a length that fits a log column (never splits a character).
 pub(crate) fn clip(s: &str, max: usize) -> String {
@@ -320,4 +258,22 @@ fn job_futures_are_send(deps: &EngineDeps) {
     is_send(&schedule::start_scheduled_runs(deps, domain::Period::latest_closed(deps.clock.today())));
     is_send(&schedule::catch_up(deps));
     is_send(&cw_client_for_tenant(deps, 1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_local_gate_refuses_rather_than_waits_long() {
+        let gate = LocalRateLimiter::new(2);
+        assert!(gate.acquire_within(1, Duration::ZERO).await.is_ok());
+        assert!(gate.acquire_within(1, Duration::ZERO).await.is_ok(), "a burst of the rate");
+        let refused = gate.acquire_within(1, Duration::from_millis(10)).await.expect_err("the budget is spent");
+        assert!(refused > Duration::from_millis(10) && refused <= Duration::from_secs(1), "{refused:?}");
+        assert!(gate.acquire_within(2, Duration::ZERO).await.is_ok(), "another tenant has its own budget");
+        gate.pause(3, Duration::from_secs(60)).await;
+        let paused = gate.acquire_within(3, Duration::from_secs(1)).await.expect_err("paused");
+        assert!(paused > Duration::from_secs(50), "{paused:?}");
+    }
 }

@@ -1,12 +1,12 @@
 //! The periodic sweep that makes the database, not the queue, the source of truth: a lost Redis
-//! queue or a killed worker loses no push and leaves no run unfinished.
+//! queue or a killed worker loses no push, leaves no run unfinished, and loses no monthly tick.
 use std::collections::HashSet;
 
-use serde_json::json;
-
-use super::sql::{self, AuditRow};
-use super::{EngineDeps, EngineError};
-use crate::jobs::{AggregateRunJob, Job, PushJob, TicketJob};
+use super::{EngineDeps, EngineError, sql};
+use crate::{
+    jobs::{AggregateRunJob, Job, PushJob, TicketJob},
+    ledger,
+};
 
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -17,74 +17,41 @@ pub struct ReconcileReport {
     pub pushes_requeued: u64,
     /// Runs found with all pushes final and finished now.
     pub runs_finished: u64,
+    /// Scheduled runs a tick owed (it found a run of the period running) started now.
+    pub owed_runs_started: u64,
 }
 
 /// One sweep over all tenants.
+///
+/// A `RUNNING` push is reclaimed only once it is older than both `RECONCILE_STALE_S` and the longest
+/// an attempt can take ([`super::push::max_attempt_duration`]): an attempt never waits while
+/// claimed, so by then its worker is gone. A push that waits (a pause, the request budget) has its
+/// next attempt in the future and is left alone.
 pub async fn reconcile(deps: &EngineDeps) -> Result<ReconcileReport, EngineError> {
     let now = deps.clock.now();
-    let stale = chrono::Duration::from_std(deps.settings.reconcile_stale).unwrap_or(chrono::Duration::MAX);
-    let cutoff = now - stale;
+    let stale = deps.settings.reconcile_stale;
+    let cutoff = now - chrono::Duration::from_std(stale).unwrap_or(chrono::Duration::MAX);
+    let attempt_cutoff = now
+        - chrono::Duration::from_std(stale.max(super::push::max_attempt_duration(deps.settings.cw_timeout)))
+            .unwrap_or(chrono::Duration::MAX);
     let mut report = ReconcileReport::default();
     let mut runs_to_check: HashSet<i64> = HashSet::new();
 
-    // 1. Attempts lost with their worker: RUNNING for too long. The attempt stays counted.
     let txn = sql::begin_write(&deps.db).await?;
-    let lost = sql::query(
-        &txn,
-        "UPDATE pushes SET \
-           status = CASE WHEN attempts >= max_attempts THEN 'DEAD' ELSE 'FAILED_RETRYING' END, \
-           finished_at = CASE WHEN attempts >= max_attempts THEN $2 ELSE NULL END, \
-           next_attempt_at = CASE WHEN attempts >= max_attempts THEN NULL ELSE $2 END, \
-           last_error_code = $3, last_error = $4, updated_at = $2 \
-         WHERE status = 'RUNNING' AND updated_at < $1 \
-         RETURNING id, tenant_id, sync_run_id, status, attempts",
-        vec![
-            cutoff.into(),
-            now.into(),
-            super::codes::ATTEMPT_LOST.into(),
-            "the attempt did not finish in time (worker stopped or lost); counted as a failed attempt".into(),
-        ],
-    )
-    .await?;
+    // 1. Attempts lost with their worker. The attempt stays counted.
+    let lost = ledger::push::lose_stale_attempts(&txn, now, attempt_cutoff).await?;
     let mut retry_now = Vec::new();
     let mut tickets = Vec::new();
-    let mut audits = Vec::with_capacity(lost.len());
-    for r in &lost {
-        let id: i64 = r.try_get("", "id")?;
-        let status: String = r.try_get("", "status")?;
-        if status == "DEAD" {
-            tickets.push(id);
-            runs_to_check.insert(r.try_get("", "sync_run_id")?);
+    for l in &lost {
+        if l.to.is_final() {
+            tickets.push(l.id);
+            runs_to_check.insert(l.run_id);
         } else {
-            retry_now.push(id);
+            retry_now.push(l.id);
         }
-        audits.push(AuditRow {
-            tenant_id: r.try_get("", "tenant_id")?,
-            actor: crate::audit::SYSTEM_ACTOR.to_string(),
-            action: if status == "DEAD" { "push.dead" } else { "push.attempt_lost" },
-            entity_type: "push",
-            entity_id: id.to_string(),
-            before: Some(json!({"status": "RUNNING"})),
-            after: Some(json!({"status": status})),
-            detail: Some(json!({"attempt": r.try_get::<i32>("", "attempts")?, "error_code": super::codes::ATTEMPT_LOST})),
-        });
     }
-    sql::audit_many(&txn, now, audits).await?;
-
-    // 2. Pushes waiting for a job that never came: PENDING too long, or FAILED_RETRYING well past
-    // their next attempt. Touching them keeps the next sweep from enqueueing them again at once.
-    let waiting = sql::query(
-        &txn,
-        "UPDATE pushes SET updated_at = $2, next_attempt_at = CASE WHEN status = 'FAILED_RETRYING' THEN $2 ELSE next_attempt_at END \
-         WHERE (status = 'PENDING' AND updated_at < $1) \
-            OR (status = 'FAILED_RETRYING' AND next_attempt_at IS NOT NULL AND next_attempt_at < $1) \
-         RETURNING id",
-        vec![cutoff.into(), now.into()],
-    )
-    .await?;
-    for r in &waiting {
-        retry_now.push(r.try_get("", "id")?);
-    }
+    // 2. Pushes waiting for a job that never came.
+    retry_now.extend(ledger::push::overdue(&txn, now, cutoff).await?);
 
     // 3. Runs never aggregated.
     let unaggregated = sql::query(
@@ -104,7 +71,7 @@ pub async fn reconcile(deps: &EngineDeps) -> Result<ReconcileReport, EngineError
         &format!(
             "SELECT r.id FROM sync_runs r WHERE r.status = 'RUNNING' AND r.aggregated_at IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM pushes p WHERE p.sync_run_id = r.id AND p.status IN {nf})",
-            nf = sql::NON_FINAL_SQL
+            nf = ledger::non_final_sql()
         ),
         vec![],
     )
@@ -115,10 +82,17 @@ pub async fn reconcile(deps: &EngineDeps) -> Result<ReconcileReport, EngineError
     txn.commit().await?;
 
     for run_id in runs_to_check {
-        if super::finish_run_if_done(&deps.db, run_id, now).await? {
+        if ledger::run::finish_if_done(&deps.db, run_id, now).await? {
             report.runs_finished += 1;
         }
     }
+    // 5. Scheduled runs a tick owes, now that the run that blocked them has ended.
+    let txn = sql::begin_write(&deps.db).await?;
+    let owed = ledger::run::start_owed(&txn, now, domain::Period::latest_closed(deps.clock.today())).await?;
+    txn.commit().await?;
+    report.owed_runs_started = owed.len() as u64;
+    runs.extend(owed.iter().map(|(run_id, _)| *run_id));
+
     for push_id in &retry_now {
         deps.queue.enqueue(Job::Push(PushJob { push_id: *push_id })).await?;
     }
@@ -129,7 +103,7 @@ pub async fn reconcile(deps: &EngineDeps) -> Result<ReconcileReport, EngineError
     for run_id in &runs {
         deps.queue.enqueue(Job::AggregateRun(AggregateRunJob { run_id: *run_id })).await?;
     }
-    report.runs_requeued = runs.len() as u64;
+    report.runs_requeued = runs.len() as u64 - report.owed_runs_started;
     if report != ReconcileReport::default() {
         tracing::info!(?report, "reconciliation re-enqueued work");
     }

@@ -3,48 +3,22 @@
 //! in memory), and a catch-up for ticks missed while no worker ran.
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use domain::Period;
-use serde_json::json;
 
-use super::sql::{self, AuditRow};
-use super::{EngineDeps, EngineError};
-use crate::jobs::{AggregateRunJob, Job};
+use super::{EngineDeps, EngineError, sql};
+use crate::{
+    jobs::{AggregateRunJob, Job},
+    ledger,
+};
 
 /// Create the scheduled run of `period` for every tenant with consumption sync enabled that has
-/// none yet, and enqueue their aggregation. Returns the ids of the runs created by this call.
+/// none yet, and enqueue their aggregation. A tenant with a run of the period still running is owed
+/// its scheduled run, which the sweep starts when that run has ended. Returns the ids of the runs
+/// created by this call.
 pub async fn start_scheduled_runs(deps: &EngineDeps, period: Period) -> Result<Vec<i64>, EngineError> {
     let now = deps.clock.now();
     let txn = sql::begin_write(&deps.db).await?;
-    // No conflict target: a tenant whose scheduled run exists (uq_sync_runs_scheduled), or that has a
-    // manual run of the period RUNNING (uq_sync_runs_running), gets nothing now; catch-up retries it.
-    let rows = sql::query(
-        &txn,
-        "INSERT INTO sync_runs (tenant_id, period, trigger, dry_run, status, requested_by, started_at) \
-         SELECT s.tenant_id, $1, 'SCHEDULED', FALSE, 'RUNNING', $2, $3 FROM cw_settings s \
-         WHERE s.consumption_sync_enabled = TRUE \
-         ON CONFLICT DO NOTHING \
-         RETURNING id, tenant_id",
-        vec![period.to_string().into(), crate::audit::SYSTEM_ACTOR.into(), now.into()],
-    )
-    .await?;
-    let mut created = Vec::with_capacity(rows.len());
-    let mut audits = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let id: i64 = r.try_get("", "id")?;
-        created.push(id);
-        audits.push(AuditRow {
-            tenant_id: r.try_get("", "tenant_id")?,
-            actor: crate::audit::SYSTEM_ACTOR.to_string(),
-            action: "sync_run.started",
-            entity_type: "sync_run",
-            entity_id: id.to_string(),
-            before: None,
-            after: Some(json!({"status": "RUNNING", "period": period.to_string(), "trigger": "SCHEDULED", "dryRun": false})),
-            detail: None,
-        });
-    }
-    sql::audit_many(&txn, now, audits).await?;
+    let created: Vec<i64> = ledger::run::start_scheduled(&txn, now, period).await?.into_iter().map(|(run, _)| run).collect();
     txn.commit().await?;
-    created.sort_unstable();
     for run_id in &created {
         deps.queue.enqueue(Job::AggregateRun(AggregateRunJob { run_id: *run_id })).await?;
     }

@@ -12,9 +12,6 @@ use sea_orm::{
 /// Bind parameters per statement stay below this (PostgreSQL allows 65,535, SQLite 32,766).
 pub(crate) const MAX_BIND_PARAMS: usize = 30_000;
 
-/// The statuses of a push that can still change, as an SQL list.
-pub(crate) const NON_FINAL_SQL: &str = "('PENDING', 'RUNNING', 'FAILED_RETRYING')";
-
 pub(crate) fn is_pg<C: ConnectionTrait>(c: &C) -> bool {
     c.get_database_backend() == DbBackend::Postgres
 }

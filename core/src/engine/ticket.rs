@@ -1,6 +1,10 @@
 //! At most one ConnectWise service ticket per dead push (job `Ticket`). Idempotent: the `tickets`
-//! row is unique per push, and ConnectWise is searched by `externalXRef` before creating, so neither
-//! a duplicated job nor a crash between "created" and "stored" makes a second ticket.
+//! row is unique per push and claimed (`CREATING`) before anything is asked of ConnectWise, so two
+//! ticket jobs for one push never create concurrently; and ConnectWise is searched by
+//! `externalXRef` before creating, so neither a duplicated job nor a crash between "created" and
+//! "stored" makes a second ticket.
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use connectwise::NewTicket;
 use domain::{PushStatus, codes};
@@ -14,6 +18,8 @@ const SUMMARY_MAX: usize = 100;
 
 /// Ticket row states.
 const TICKET_PENDING: &str = "PENDING";
+/// Claimed by one ticket job, which is asking ConnectWise.
+const TICKET_CREATING: &str = "CREATING";
 const TICKET_CREATED: &str = "CREATED";
 const TICKET_FAILED: &str = "FAILED";
 
@@ -42,6 +48,19 @@ pub async fn open_ticket(deps: &EngineDeps, push_id: i64) -> Result<(), EngineEr
         return Ok(());
     }
 
+    // Claim the row: one job at a time asks ConnectWise. A claim older than two calls and a margin
+    // was left by a stopped worker and may be taken over.
+    let claim_expired = now - chrono::Duration::from_std(deps.settings.cw_timeout * 2 + Duration::from_secs(60)).unwrap_or_default();
+    let claimed = sql::exec(
+        &deps.db,
+        "UPDATE tickets SET status = $2, updated_at = $3 WHERE id = $1 AND cw_ticket_id IS NULL          AND (status IN ($4, $5) OR (status = $2 AND updated_at < $6))",
+        vec![t.id.into(), TICKET_CREATING.into(), now.into(), TICKET_PENDING.into(), TICKET_FAILED.into(), claim_expired.into()],
+    )
+    .await?;
+    if claimed != 1 {
+        return Ok(()); // another job is creating it
+    }
+
     let client = match super::cw_client_for_tenant(deps, p.tenant_id).await {
         Ok(Some((client, settings))) if !settings.breaker_open => (client, settings),
         Ok(Some(_)) => return fail(deps, &p, &t, "the ConnectWise connection is broken (breaker open)", now).await,
@@ -52,7 +71,9 @@ pub async fn open_ticket(deps: &EngineDeps, push_id: i64) -> Result<(), EngineEr
     let (client, settings) = client;
 
     let xref = p.id.to_string();
-    deps.rate.acquire(p.tenant_id).await;
+    if let Err(wait) = deps.rate.acquire_within(p.tenant_id, super::push::GATE_MAX_WAIT).await {
+        return release(deps, &p, &t, wait).await;
+    }
     let existing = match client.find_ticket_by_xref(&xref).await {
         Ok(found) => found.map(|t| t.id),
         Err(e) => return cw_failure(deps, &p, &t, &e, now).await,
@@ -71,7 +92,9 @@ pub async fn open_ticket(deps: &EngineDeps, push_id: i64) -> Result<(), EngineEr
                 initial_description: description(&account, &p),
                 external_x_ref: xref,
             };
-            deps.rate.acquire(p.tenant_id).await;
+            if let Err(wait) = deps.rate.acquire_within(p.tenant_id, super::push::GATE_MAX_WAIT).await {
+                return release(deps, &p, &t, wait).await;
+            }
             match client.create_ticket(&new).await {
                 Ok(resp) => (resp.body.id, false),
                 Err(e) => return cw_failure(deps, &p, &t, &e, now).await,
@@ -103,6 +126,18 @@ pub async fn open_ticket(deps: &EngineDeps, push_id: i64) -> Result<(), EngineEr
     )
     .await?;
     txn.commit().await?;
+    Ok(())
+}
+
+/// The tenant's gate is closed for a while: give the claim back and come again when it opens.
+async fn release(deps: &EngineDeps, p: &push::Model, t: &ticket::Model, wait: Duration) -> Result<(), EngineError> {
+    sql::exec(
+        &deps.db,
+        "UPDATE tickets SET status = $2 WHERE id = $1 AND status = $3",
+        vec![t.id.into(), TICKET_PENDING.into(), TICKET_CREATING.into()],
+    )
+    .await?;
+    deps.queue.enqueue_after(crate::jobs::Job::Ticket(crate::jobs::TicketJob { push_id: p.id }), wait).await?;
     Ok(())
 }
 
@@ -249,6 +284,10 @@ mod tests {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            input_version: 0,
+            held_quantity: None,
+            drift_from_quantity: None,
+            cancel_reason: None,
         };
         let s = summary(&"Very Long Customer Name ".repeat(10), &p);
         assert!(s.chars().count() <= 100, "{s}");

@@ -11,6 +11,7 @@ use crate::{
     auth::Principal,
     engine::sql::{self, AuditRow, Col, RowSet},
     error::{Outcome, ServiceError, ServiceResult, UserError},
+    ledger::{self, stale::InputChange},
 };
 
 /// Most samples in one `recordConsumption` batch.
@@ -182,9 +183,22 @@ pub async fn record_consumption(
     // 4. Write everything in one transaction.
     let txn = sql::begin_write(db).await?;
     let input = SampleRows::from(&rows);
-    let (inserted, corrections) =
+    let (inserted, new_days, corrections) =
         if sql::is_pg(&txn) { upsert_postgres(&txn, p.tenant_id, input).await? } else { upsert_sqlite(&txn, p.tenant_id, input).await? };
-    let stale = flag_stale(&txn, p.tenant_id, &corrections, &p.actor(), now).await?;
+    // Every new day and every corrected value is a changed input of the mappings that read it.
+    let mut changes: Vec<InputChange> = Vec::with_capacity(new_days.len() + corrections.len());
+    for (customer_id, module, usage, period) in &new_days {
+        if let (Ok(module), Ok(usage)) = (module.parse(), usage.parse()) {
+            changes.push(InputChange { customer_id: *customer_id, module, usage: Some(usage), from: *period, to: *period });
+        }
+    }
+    for c in &corrections {
+        if let (Ok(module), Ok(usage)) = (c.module.parse(), c.usage.parse()) {
+            changes.push(InputChange::sample(c.customer_id, module, usage, c.day));
+        }
+    }
+    let stale =
+        ledger::stale::inputs_changed(&txn, now, p.tenant_id, &changes, &p.actor(), "an input of an already pushed period changed").await?;
     let actor = p.actor();
     let audits = corrections
         .iter()
@@ -266,6 +280,9 @@ impl SampleRows {
     }
 }
 
+/// Days that had no sample before, grouped by (customer, module, usage, month).
+type NewDays = Vec<(i64, String, String, Period)>;
+
 /// A re-reported day whose value changed.
 struct Correction {
     customer_id: i64,
@@ -284,7 +301,7 @@ const UPSERT_CONFLICT: &str = "ON CONFLICT (customer_id, product_module, usage, 
 /// changed and read their old values (an index probe per sample, forced by `LATERAL`: a hash join
 /// would read the whole table for every batch), then update just those. Arrays bind the batch
 /// (`UNNEST`): a handful of parameters whatever its size.
-async fn upsert_postgres<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRows) -> Result<(u64, Vec<Correction>), DbErr> {
+async fn upsert_postgres<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRows) -> Result<(u64, NewDays, Vec<Correction>), DbErr> {
     const INPUT: &str = "UNNEST($1::int8[], $2::text[], $3::text[], $4::date[], $5::int8[]) \
                          AS i(customer_id, product_module, usage, day, value_micros)";
     let n = rows.customer.len() as u64;
@@ -299,18 +316,29 @@ async fn upsert_postgres<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: Sample
     };
     let mut values = arrays(&rows);
     values.push(tenant_id.into());
-    let inserted = sql::exec(
+    // The new days come back grouped by month: what the stale rules need, in a few rows.
+    let groups = sql::query(
         c,
         &format!(
-            "INSERT INTO consumption_samples (tenant_id, customer_id, product_module, usage, day, value_micros) \
-             SELECT $6, i.* FROM {INPUT} \
-             ON CONFLICT (customer_id, product_module, usage, day) DO NOTHING"
+            "WITH ins AS (INSERT INTO consumption_samples (tenant_id, customer_id, product_module, usage, day, value_micros) \
+               SELECT $6, i.* FROM {INPUT} \
+               ON CONFLICT (customer_id, product_module, usage, day) DO NOTHING \
+               RETURNING customer_id, product_module, usage, day) \
+             SELECT customer_id, product_module, usage, to_char(day, 'YYYY-MM') AS period, COUNT(*) AS n FROM ins GROUP BY 1, 2, 3, 4"
         ),
         values,
     )
     .await?;
+    let mut inserted = 0u64;
+    let mut new_days = Vec::with_capacity(groups.len());
+    for g in &groups {
+        inserted += u64::try_from(g.try_get::<i64>("", "n")?).unwrap_or(0);
+        let period: String = g.try_get("", "period")?;
+        let period = Period::parse(&period).map_err(|e| DbErr::Custom(format!("month {period:?}: {e}")))?;
+        new_days.push((g.try_get("", "customer_id")?, g.try_get("", "product_module")?, g.try_get("", "usage")?, period));
+    }
     if inserted == n {
-        return Ok((inserted, Vec::new()));
+        return Ok((inserted, new_days, Vec::new()));
     }
     let found = sql::query(
         c,
@@ -354,12 +382,12 @@ async fn upsert_postgres<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: Sample
         )
         .await?;
     }
-    Ok((inserted, corrections))
+    Ok((inserted, new_days, corrections))
 }
 
 /// SQLite: read the old values, then upsert, in chunks that stay under the bind-parameter limit
 /// (the write lock is held since `BEGIN IMMEDIATE`, so nothing changes in between).
-async fn upsert_sqlite<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRows) -> Result<(u64, Vec<Correction>), DbErr> {
+async fn upsert_sqlite<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRows) -> Result<(u64, NewDays, Vec<Correction>), DbErr> {
     let keys = RowSet::new()
         .col("customer_id", Col::I64(rows.customer.clone()))
         .col("product_module", Col::Text(rows.module.clone()))
@@ -384,11 +412,15 @@ async fn upsert_sqlite<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRo
         }
     }
     let mut inserted = 0;
+    let mut new_days: HashSet<(i64, String, String, Period)> = HashSet::new();
     let mut corrections = Vec::new();
     for i in 0..rows.customer.len() {
         let key = (rows.customer[i], rows.module[i].clone(), rows.usage[i].clone(), rows.day[i]);
         match old.get(&key) {
-            None => inserted += 1,
+            None => {
+                inserted += 1;
+                new_days.insert((key.0, key.1, key.2, Period::of(key.3)));
+            }
             Some(&before) if before != rows.value[i] => corrections.push(Correction {
                 customer_id: key.0,
                 module: key.1,
@@ -407,68 +439,7 @@ async fn upsert_sqlite<C: ConnectionTrait>(c: &C, tenant_id: i64, rows: SampleRo
         .col("day", Col::Date(rows.day))
         .col("value_micros", Col::I64(rows.value));
     sql::insert_rows(c, "consumption_samples", &all, &[("tenant_id", tenant_id.into())], UPSERT_CONFLICT).await?;
-    Ok((inserted, corrections))
-}
-
-/// Flag the mappings whose already-pushed period a correction touches (SUM mappings depend on all
-/// three Enterprise Workloads storage types). Returns how many were newly flagged.
-async fn flag_stale<C: ConnectionTrait>(
-    c: &C,
-    tenant_id: i64,
-    corrections: &[Correction],
-    actor: &str,
-    now: chrono::DateTime<Utc>,
-) -> Result<u64, DbErr> {
-    let touched: HashSet<(i64, &str, &str, String)> =
-        corrections.iter().map(|c| (c.customer_id, c.module.as_str(), c.usage.as_str(), Period::of(c.day).to_string())).collect();
-    if touched.is_empty() {
-        return Ok(0);
-    }
-    let touched: Vec<_> = touched.into_iter().collect();
-    let rows = RowSet::new()
-        .col("customer_id", Col::I64(touched.iter().map(|t| t.0).collect()))
-        .col("product_module", Col::Text(touched.iter().map(|t| t.1.to_string()).collect()))
-        .col("usage", Col::Text(touched.iter().map(|t| t.2.to_string()).collect()))
-        .col("period", Col::Text(touched.iter().map(|t| t.3.clone()).collect()));
-    let ew = UsageMetric::EW_STORAGE.iter().map(|u| format!("'{}'", u.as_str())).collect::<Vec<_>>().join(", ");
-    let mut flagged = Vec::new();
-    for (cte, mut values) in rows.ctes(c.get_database_backend(), "c", 2) {
-        values.insert(0, tenant_id.into());
-        let found = sql::query(
-            c,
-            &format!(
-                "WITH {cte} \
-                 UPDATE product_mappings SET stale = TRUE \
-                 WHERE tenant_id = $1 AND stale = FALSE AND EXISTS ( \
-                   SELECT 1 FROM c JOIN pushes p ON p.period = c.period \
-                   WHERE c.customer_id = product_mappings.customer_id AND c.product_module = product_mappings.product_module \
-                     AND (c.usage = product_mappings.usage OR (product_mappings.interval_method = 'SUM' AND c.usage IN ({ew}))) \
-                     AND p.product_mapping_id = product_mappings.id AND p.status = 'SUCCEEDED' AND p.dry_run = FALSE) \
-                 RETURNING id"
-            ),
-            values,
-        )
-        .await?;
-        for r in found {
-            flagged.push(r.try_get::<i64>("", "id")?);
-        }
-    }
-    let audits = flagged
-        .iter()
-        .map(|id| AuditRow {
-            tenant_id,
-            actor: actor.to_string(),
-            action: "product_mapping.stale",
-            entity_type: "product_mapping",
-            entity_id: id.to_string(),
-            before: Some(json!({"stale": false})),
-            after: Some(json!({"stale": true})),
-            detail: Some(json!({"reason": "consumption of an already pushed period was corrected"})),
-        })
-        .collect::<Vec<_>>();
-    let n = audits.len() as u64;
-    sql::audit_many(c, now, audits).await?;
-    Ok(n)
+    Ok((inserted, new_days.into_iter().collect(), corrections))
 }
 
 /// A customer's daily values of one module and usage, `from..=to`; `None` when the customer is not

@@ -16,6 +16,7 @@ use crate::{
     audit::{self, AuditRecord},
     auth::Principal,
     error::{Outcome, ServiceResult, UniqueIndex, unique_violation},
+    ledger::{self, stale::InputChange},
     pagination::{Page, decode_cursor, encode_cursor},
 };
 use domain::{Edition, ProductModule, codes};
@@ -74,6 +75,7 @@ pub async fn upsert_customers(
         old_licenses.entry(l.customer_id).or_default().push(l);
     }
     let mut saved = Vec::with_capacity(input.len());
+    let mut window_changes = Vec::new();
     for c in &input {
         let ext = c.external_id.trim().to_string();
         let name = c.account_name.trim().to_string();
@@ -123,6 +125,9 @@ pub async fn upsert_customers(
             old.iter().map(|l| (l.product_module.as_str(), l.edition.as_str(), l.provisioned_on, l.deprovisioned_on, l.add_ons.clone())),
         );
         let licenses_changed = before.is_none() || old_view != new_view;
+        if before.is_some() && licenses_changed {
+            window_changes.extend(moved_windows(model.id, &old, &c.licenses));
+        }
         if licenses_changed {
             license::Entity::delete_many().filter(license::Column::CustomerId.eq(model.id)).exec(&txn).await?;
             if !new_rows.is_empty() {
@@ -148,8 +153,39 @@ pub async fn upsert_customers(
         }
         saved.push(model);
     }
+    // A moved license window changes the monthly values of the months it moved over.
+    ledger::stale::inputs_changed(
+        &txn,
+        now,
+        p.tenant_id,
+        &window_changes,
+        &p.actor(),
+        "a license window of an already pushed period moved",
+    )
+    .await?;
     txn.commit().await?;
     Ok(Ok(saved))
+}
+
+/// The input changes of a customer's licenses going from `old` to `new`, per module: a bound that
+/// moved, or a license that appeared or disappeared (every month from its start on).
+fn moved_windows(customer_id: i64, old: &[license::Model], new: &[LicenseInput]) -> Vec<InputChange> {
+    let modules: HashSet<&str> =
+        old.iter().map(|l| l.product_module.as_str()).chain(new.iter().map(|l| l.product_module.as_str())).collect();
+    let mut out = Vec::new();
+    for module in modules {
+        let Ok(m) = module.parse::<domain::ProductModule>() else { continue };
+        let before = old.iter().find(|l| l.product_module == module).map(|l| (l.provisioned_on, l.deprovisioned_on));
+        let after = new.iter().find(|l| l.product_module.as_str() == module).map(|l| (l.provisioned_on, l.deprovisioned_on));
+        match (before, after) {
+            (Some(b), Some(a)) => out.extend(InputChange::window(customer_id, m, b, a)),
+            (Some((start, _)), None) | (None, Some((start, _))) => {
+                out.extend(InputChange::window(customer_id, m, (start, Some(start)), (start, None)));
+            }
+            (None, None) => {}
+        }
+    }
+    out
 }
 
 fn licenses_view<'a>(it: impl Iterator<Item = (&'a str, &'a str, NaiveDate, Option<NaiveDate>, serde_json::Value)>) -> serde_json::Value {

@@ -159,6 +159,49 @@ fn check(facts: &Facts, input: &MappingInput, customer_id: i64, today: NaiveDate
     }
 }
 
+/// Serialize the mapping writes of these customers: the `SUM` exclusivity rule reads the
+/// customer's mappings, then writes, so two concurrent writes must not both pass it. A row lock on
+/// each customer on PostgreSQL (ascending, so never a deadlock); SQLite's write transaction
+/// already serializes every writer.
+async fn lock_customers<C: ConnectionTrait>(txn: &C, ids: &[i64]) -> Result<(), DbErr> {
+    if !crate::engine::sql::is_pg(txn) {
+        return Ok(());
+    }
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    crate::engine::sql::query(txn, "SELECT id FROM customers WHERE id = ANY($1) ORDER BY id FOR UPDATE", vec![ids.into()]).await?;
+    Ok(())
+}
+
+fn key_of(m: &product_mapping::Model) -> Option<domain::MappingKey> {
+    Some((m.product_module.parse().ok()?, m.usage.parse().ok()?, m.interval_method.parse().ok()?))
+}
+
+fn sum_error(path: &[String]) -> UserError {
+    UserError::new(
+        codes::DUPLICATE_USAGE_MAPPING,
+        "a SUM mapping bills all three Enterprise Workloads storage types, so it cannot stand beside another \
+         Enterprise Workloads mapping of the same customer (it would be billed twice)",
+    )
+    .at(path.iter().cloned().chain(["interval".to_string()]))
+}
+
+/// `DUPLICATE_USAGE_MAPPING` when `r` would break the `SUM` exclusivity rule against the customer's
+/// other mappings (all but `own`). Call it after [`lock_customers`].
+async fn check_sum_exclusive<C: ConnectionTrait>(
+    txn: &C,
+    tenant_id: i64,
+    r: &Resolved,
+    own: Option<i64>,
+    path: &[String],
+) -> Result<Option<UserError>, DbErr> {
+    let others: Vec<domain::MappingKey> =
+        mappings_of_customers_in(txn, tenant_id, r.customer_id).await?.iter().filter(|m| Some(m.id) != own).filter_map(key_of).collect();
+    let new = (r.input.product_module, r.input.usage, r.input.interval);
+    Ok((!domain::sum_is_exclusive(&others, new)).then(|| sum_error(path)))
+}
+
 fn duplicate_error(idx: UniqueIndex, path: &[String]) -> Option<UserError> {
     let at = |name: &str| path.iter().cloned().chain([name.to_string()]).collect::<Vec<_>>();
     match idx {
@@ -229,11 +272,15 @@ pub async fn create_product_mapping(
     let Some(cust) = customer_for(&txn, p.tenant_id, &input.customer_id).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["input", "customerId"])]));
     };
+    lock_customers(&txn, &[cust.id]).await?;
     let facts = load_facts(&txn, p.tenant_id, cust.id, &[input.cw_agreement_id]).await?;
     let r = match check(&facts, &input, cust.id, today, &input_path()) {
         Ok(r) => r,
         Err(e) => return Ok(Err(vec![e])),
     };
+    if let Some(e) = check_sum_exclusive(&txn, p.tenant_id, &r, None, &input_path()).await? {
+        return Ok(Err(vec![e]));
+    }
     let inserted = active_model(&r, p.tenant_id, now).insert(&txn).await;
     let model = match inserted {
         Ok(m) => m,
@@ -337,11 +384,19 @@ pub async fn update_product_mapping(
     let Some(cust) = customer_for(&txn, p.tenant_id, &input.customer_id).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["input", "customerId"])]));
     };
+    lock_customers(&txn, &[cust.id, before.customer_id]).await?;
     let facts = load_facts(&txn, p.tenant_id, cust.id, &[input.cw_agreement_id]).await?;
     let r = match check(&facts, &input, cust.id, today, &input_path()) {
         Ok(r) => r,
         Err(e) => return Ok(Err(vec![e])),
     };
+    if let Some(e) = check_sum_exclusive(&txn, p.tenant_id, &r, Some(mid), &input_path()).await? {
+        return Ok(Err(vec![e]));
+    }
+    if before.cw_addition_id != r.addition_id || before.cw_agreement_id != r.input.cw_agreement_id || before.customer_id != r.customer_id {
+        // The mapping leaves its addition: the addition's unfinished pushes may no longer write it.
+        super::sync::cancel_pushes_for_mapping(&txn, now, p.tenant_id, &[mid], &p.actor()).await?;
+    }
     let updated = product_mapping::Entity::update_many()
         .col_expr(product_mapping::Column::CustomerId, Expr::value(r.customer_id))
         .col_expr(product_mapping::Column::ProductModule, Expr::value(r.input.product_module.as_str()))
@@ -433,6 +488,7 @@ pub async fn save_product_mappings(
     let Some(cust) = customer_for(&txn, p.tenant_id, customer_id).await? else {
         return Ok(Err(vec![UserError::not_found("customer").at(["customerId"])]));
     };
+    lock_customers(&txn, &[cust.id]).await?;
     let agreement_ids: Vec<i64> = inputs.iter().map(|i| i.cw_agreement_id).collect::<HashSet<_>>().into_iter().collect();
     let facts = load_facts(&txn, p.tenant_id, cust.id, &agreement_ids).await?;
     let mut errors = Vec::new();
@@ -465,6 +521,15 @@ pub async fn save_product_mappings(
                     resolved.push((i, r));
                 }
             }
+        }
+    }
+    // The saved set replaces the customer's mappings: SUM exclusivity holds within it.
+    let keys: Vec<(usize, domain::MappingKey)> =
+        resolved.iter().map(|(i, r)| (*i, (r.input.product_module, r.input.usage, r.input.interval))).collect();
+    for (i, key) in &keys {
+        let others: Vec<domain::MappingKey> = keys.iter().filter(|(j, _)| j != i).map(|(_, k)| *k).collect();
+        if !domain::sum_is_exclusive(&others, *key) {
+            errors.push(sum_error(&["mappings".to_string(), i.to_string()]));
         }
     }
     // Additions already mapped by another customer.
@@ -510,6 +575,13 @@ pub async fn save_product_mappings(
             }
         }
     }
+    // Rows that leave their addition: the addition's unfinished pushes may no longer write it.
+    let leaving: Vec<i64> = changed
+        .iter()
+        .filter(|(old, r)| old.cw_addition_id != r.addition_id || old.cw_agreement_id != r.input.cw_agreement_id)
+        .map(|(old, _)| old.id)
+        .collect();
+    super::sync::cancel_pushes_for_mapping(&txn, now, p.tenant_id, &leaving, &p.actor()).await?;
     // Park the changing rows' additions first so swaps between kept rows never collide mid-way
     // (unique indexes are checked per statement and SQLite cannot defer them).
     for (old, _) in &changed {

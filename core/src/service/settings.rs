@@ -176,6 +176,7 @@ pub async fn configure(
                 breaker_opened_at: Set(None),
                 paused_until: Set(None),
                 catalog_refreshed_at: Set(None),
+                owed_scheduled_period: Set(None),
                 created_at: Set(now),
                 updated_at: Set(now),
             }

@@ -1,21 +1,19 @@
 //! Use cases of sync runs and pushes: start a manual run, retry failed pushes, and withdraw the
 //! pushes of removed mappings. The engine (`crate::engine`) does the work the jobs carry.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use domain::{Period, PushStatus, PushablePeriod, SyncRunStatus, SyncTrigger, codes};
+use domain::{CancelReason, Period, PushablePeriod, SyncRunStatus, SyncTrigger, codes};
 use entity::{push, sync_run};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter,
-};
-use serde_json::json;
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 
 use crate::{
     Settings,
     auth::Principal,
-    engine::sql::{self, AuditRow},
-    error::{Outcome, ServiceResult, UniqueIndex, UserError, unique_violation},
+    engine::sql,
+    error::{Outcome, ServiceResult, UserError},
     jobs::{AggregateRunJob, Job, JobQueue, PushJob},
+    ledger,
 };
 
 fn user_error(code: &str, message: impl Into<String>) -> Vec<UserError> {
@@ -77,41 +75,21 @@ pub async fn run_monthly_sync(
     }
 
     let txn = sql::begin_write(db).await?;
-    let inserted = sync_run::ActiveModel {
-        tenant_id: Set(p.tenant_id),
-        period: Set(period.to_string()),
-        trigger: Set(SyncTrigger::Manual.as_str().to_string()),
-        dry_run: Set(dry_run),
-        status: Set(SyncRunStatus::Running.as_str().to_string()),
-        customer_ids: Set(filter.as_ref().map(|ids| json!(ids))),
-        requested_by: Set(p.actor()),
-        started_at: Set(now),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await;
-    let run = match inserted {
-        Ok(run) => run,
-        Err(e) if matches!(unique_violation(&e), Some(UniqueIndex::SyncRunRunning | UniqueIndex::SyncRunScheduled)) => {
+    let actor = p.actor();
+    let new = ledger::run::NewRun {
+        tenant_id: p.tenant_id,
+        period,
+        trigger: SyncTrigger::Manual,
+        dry_run,
+        customer_ids: filter,
+        requested_by: &actor,
+    };
+    let run = match ledger::run::start(&txn, now, new).await? {
+        ledger::run::Started::Run(run) => run,
+        ledger::run::Started::AlreadyRunning => {
             return Ok(Err(user_error(codes::RUN_IN_PROGRESS, format!("a sync run for {period} is already running"))));
         }
-        Err(e) => return Err(e.into()),
     };
-    crate::audit::record(
-        &txn,
-        crate::audit::AuditRecord {
-            at: now,
-            tenant_id: p.tenant_id,
-            actor: &p.actor(),
-            action: "sync_run.started",
-            entity_type: "sync_run",
-            entity_id: run.id.to_string(),
-            before: None,
-            after: Some(json!({"status": run.status, "period": run.period, "trigger": run.trigger, "dryRun": dry_run, "customerIds": run.customer_ids})),
-            detail: None,
-        },
-    )
-    .await?;
     txn.commit().await?;
     if let Err(e) = queue.enqueue(Job::AggregateRun(AggregateRunJob { run_id: run.id })).await {
         // The run is committed; reconciliation enqueues it again after RECONCILE_STALE_S.
@@ -160,7 +138,11 @@ async fn running_run_exists<C: ConnectionTrait>(c: &C, tenant_id: i64, period: P
         .is_some())
 }
 
-/// Put a `DEAD` or `FAILED_RETRYING` push back to `PENDING` with a fresh attempt budget (`retryPush`).
+/// Put a `DEAD` or `FAILED_RETRYING` push back to `PENDING` with a fresh attempt budget
+/// (`retryPush`). Refused, with nothing written, for a push that may no longer write its addition:
+/// `PUSH_SUPERSEDED` (a newer push of the addition exists), `MAPPING_REMOVED` (its mapping was
+/// deleted, unmapped or points elsewhere now); `PUSH_NOT_RETRYABLE` for other states;
+/// `RUN_IN_PROGRESS` when another push of the addition (or another run of the period) is running.
 pub async fn retry_push(
     db: &DatabaseConnection,
     queue: &dyn JobQueue,
@@ -175,28 +157,61 @@ pub async fn retry_push(
     let Some(existing) = push::Entity::find_by_id(id).filter(push::Column::TenantId.eq(p.tenant_id)).one(db).await? else {
         return Ok(Err(vec![UserError::not_found("push").at(["id"])]));
     };
-    let outcome = retry_where(db, settings, p, existing.sync_run_id, Some(id), now).await?;
-    let pushes = match outcome {
-        Ok(pushes) => pushes,
-        Err(errors) => return Ok(Err(errors)),
+    let txn = sql::begin_write(db).await?;
+    let outcome = ledger::push::retry(&txn, now, p.tenant_id, existing.sync_run_id, Some(id), budget(settings), &p.actor()).await?;
+    let refusal = if !outcome.orphaned.is_empty() {
+        Some((
+            codes::MAPPING_REMOVED,
+            format!("push {id} can no longer be sent: its product mapping was removed or now points to another addition"),
+        ))
+    } else if !outcome.superseded.is_empty() {
+        Some((codes::PUSH_SUPERSEDED, format!("push {id} is superseded: a newer push of the same addition exists; retry that one instead")))
+    } else if !outcome.blocked.is_empty() {
+        Some((codes::RUN_IN_PROGRESS, "another push for the same addition is in flight; retry when it has finished".to_string()))
+    } else {
+        None
     };
-    let Some(retried) = pushes.into_iter().next() else {
+    if let Some((code, message)) = refusal {
+        return Ok(Err(user_error(code, message)));
+    }
+    let Some(retried) = outcome.retried.into_iter().next() else {
         return Ok(Err(user_error(
             codes::PUSH_NOT_RETRYABLE,
-            format!("push {id} is {}: only DEAD and FAILED_RETRYING pushes can be retried", current_status(db, id).await?),
+            format!("push {id} is {}: only DEAD and FAILED_RETRYING pushes can be retried", current_status(&txn, id).await?),
         )));
     };
+    if !ledger::run::reopen(&txn, retried.sync_run_id, now, &p.actor()).await? {
+        return Ok(Err(user_error(codes::RUN_IN_PROGRESS, "another sync run of the same period is running; retry when it has finished")));
+    }
+    txn.commit().await?;
     enqueue_all(queue, std::slice::from_ref(&retried)).await;
     Ok(Ok(retried))
 }
 
-async fn current_status(db: &DatabaseConnection, id: i64) -> Result<String, DbErr> {
+fn budget(settings: &Settings) -> i32 {
+    i32::try_from(settings.push_max_attempts).unwrap_or(i32::MAX)
+}
+
+async fn current_status<C: ConnectionTrait>(db: &C, id: i64) -> Result<String, DbErr> {
     Ok(push::Entity::find_by_id(id).one(db).await?.map(|p| p.status).unwrap_or_else(|| "gone".into()))
 }
 
-/// Retry every `DEAD`/`FAILED_RETRYING` push of a run (`retryFailedPushes`). Pushes whose addition
-/// is held by another in-flight push stay as they are; if that leaves nothing to retry while some
-/// were blocked, the answer is `RUN_IN_PROGRESS`.
+/// What `retryFailedPushes` did.
+#[derive(Clone, Debug, Default)]
+pub struct RetriedPushes {
+    /// Back to `PENDING` with a fresh attempt budget.
+    pub retried: Vec<push::Model>,
+    /// Left alone: a newer push of the same addition exists.
+    pub skipped_superseded: usize,
+    /// Left alone: their mapping was removed or points elsewhere now.
+    pub skipped_orphaned: usize,
+    /// Left alone: another push of their addition is in flight.
+    pub skipped_in_flight: usize,
+}
+
+/// Retry every `DEAD`/`FAILED_RETRYING` push of a run (`retryFailedPushes`), skipping — and
+/// counting — those that may no longer write their addition and those whose addition has another
+/// push in flight. If only blocked pushes were left, the answer is `RUN_IN_PROGRESS`.
 pub async fn retry_failed_pushes(
     db: &DatabaseConnection,
     queue: &dyn JobQueue,
@@ -204,19 +219,29 @@ pub async fn retry_failed_pushes(
     p: &Principal,
     run_id: &str,
     now: DateTime<Utc>,
-) -> ServiceResult<Outcome<Vec<push::Model>>> {
+) -> ServiceResult<Outcome<RetriedPushes>> {
     let Some(run_id) = super::parse_id(run_id) else {
         return Ok(Err(vec![UserError::not_found("sync run").at(["syncRunId"])]));
     };
     if sync_run::Entity::find_by_id(run_id).filter(sync_run::Column::TenantId.eq(p.tenant_id)).one(db).await?.is_none() {
         return Ok(Err(vec![UserError::not_found("sync run").at(["syncRunId"])]));
     }
-    let retried = match retry_where(db, settings, p, run_id, None, now).await? {
-        Ok(r) => r,
-        Err(errors) => return Ok(Err(errors)),
-    };
-    enqueue_all(queue, &retried).await;
-    Ok(Ok(retried))
+    let txn = sql::begin_write(db).await?;
+    let outcome = ledger::push::retry(&txn, now, p.tenant_id, run_id, None, budget(settings), &p.actor()).await?;
+    if outcome.retried.is_empty() && !outcome.blocked.is_empty() {
+        return Ok(Err(user_error(codes::RUN_IN_PROGRESS, "another push for the same addition is in flight; retry when it has finished")));
+    }
+    if !outcome.retried.is_empty() && !ledger::run::reopen(&txn, run_id, now, &p.actor()).await? {
+        return Ok(Err(user_error(codes::RUN_IN_PROGRESS, "another sync run of the same period is running; retry when it has finished")));
+    }
+    txn.commit().await?;
+    enqueue_all(queue, &outcome.retried).await;
+    Ok(Ok(RetriedPushes {
+        skipped_superseded: outcome.superseded.len(),
+        skipped_orphaned: outcome.orphaned.len(),
+        skipped_in_flight: outcome.blocked.len(),
+        retried: outcome.retried,
+    }))
 }
 
 async fn enqueue_all(queue: &dyn JobQueue, pushes: &[push::Model]) {
@@ -228,121 +253,10 @@ async fn enqueue_all(queue: &dyn JobQueue, pushes: &[push::Model]) {
     }
 }
 
-/// The shared core of both retries: one conditional, set-based update (so of two concurrent
-/// retries exactly one wins), the run back to `RUNNING`, one audit entry per push.
-async fn retry_where(
-    db: &DatabaseConnection,
-    settings: &Settings,
-    p: &Principal,
-    run_id: i64,
-    only: Option<i64>,
-    now: DateTime<Utc>,
-) -> ServiceResult<Outcome<Vec<push::Model>>> {
-    let budget = i32::try_from(settings.push_max_attempts).unwrap_or(i32::MAX);
-    let txn = sql::begin_write(db).await?;
-    let only_sql = if only.is_some() { " AND pushes.id = $5" } else { "" };
-    let mut values = vec![run_id.into(), p.tenant_id.into(), now.into(), budget.into()];
-    if let Some(id) = only {
-        values.push(id.into());
-    }
-    let before_rows = sql::query(
-        &txn,
-        &format!(
-            "SELECT id, status FROM pushes WHERE sync_run_id = $1 AND tenant_id = $2 AND status IN ('DEAD', 'FAILED_RETRYING'){}",
-            if only.is_some() { " AND pushes.id = $3" } else { "" }
-        ),
-        [vec![run_id.into(), p.tenant_id.into()], only.map(|i| vec![i.into()]).unwrap_or_default()].concat(),
-    )
-    .await?;
-    let mut old_status: HashMap<i64, String> = HashMap::new();
-    for r in &before_rows {
-        old_status.insert(r.try_get("", "id")?, r.try_get("", "status")?);
-    }
-    // A DEAD push whose addition meanwhile has another in-flight push must not come back alive
-    // (uq_pushes_in_flight); it is left out instead of failing the whole statement.
-    let updated = sql::stmt(
-        &txn,
-        &format!(
-            "UPDATE pushes SET status = 'PENDING', max_attempts = attempts + $4, next_attempt_at = NULL, finished_at = NULL, \
-               updated_at = $3 \
-             WHERE sync_run_id = $1 AND tenant_id = $2 AND status IN ('DEAD', 'FAILED_RETRYING'){only_sql} \
-               AND NOT EXISTS (SELECT 1 FROM pushes o WHERE o.tenant_id = pushes.tenant_id \
-                               AND o.cw_addition_id = pushes.cw_addition_id AND o.id <> pushes.id AND o.status IN {nf}) \
-             RETURNING *",
-            nf = sql::NON_FINAL_SQL
-        ),
-        values,
-    );
-    let retried = match push::Model::find_by_statement(updated).all(&txn).await {
-        Ok(rows) => rows,
-        Err(e) if unique_violation(&e) == Some(UniqueIndex::PushInFlight) => {
-            return Ok(Err(user_error(
-                codes::RUN_IN_PROGRESS,
-                "another push for the same addition is in flight; retry when it has finished",
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if retried.is_empty() {
-        // Nothing moved: either nothing is retryable (any more: a concurrent retry won), or what is
-        // retryable is blocked by another in-flight push on its addition. A fresh read tells which.
-        let still = sql::query(
-            &txn,
-            &format!(
-                "SELECT COUNT(*) AS n FROM pushes WHERE sync_run_id = $1 AND tenant_id = $2 AND status IN ('DEAD', 'FAILED_RETRYING'){}",
-                if only.is_some() { " AND pushes.id = $3" } else { "" }
-            ),
-            [vec![run_id.into(), p.tenant_id.into()], only.map(|i| vec![i.into()]).unwrap_or_default()].concat(),
-        )
-        .await?;
-        let blocked = still.first().map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0);
-        if blocked > 0 {
-            return Ok(Err(user_error(
-                codes::RUN_IN_PROGRESS,
-                "another push for the same addition is in flight; retry when it has finished",
-            )));
-        }
-        return Ok(Ok(Vec::new()));
-    }
-    // The run has work again.
-    let reopened = sql::exec(
-        &txn,
-        "UPDATE sync_runs SET status = 'RUNNING', finished_at = NULL WHERE id = $1 AND status <> 'RUNNING'",
-        vec![run_id.into()],
-    )
-    .await;
-    match reopened {
-        Ok(_) => {}
-        Err(e) if matches!(unique_violation(&e), Some(UniqueIndex::SyncRunRunning | UniqueIndex::SyncRunScheduled)) => {
-            return Ok(Err(user_error(
-                codes::RUN_IN_PROGRESS,
-                "another sync run of the same period is running; retry when it has finished",
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let actor = p.actor();
-    let audits = retried
-        .iter()
-        .map(|r| AuditRow {
-            tenant_id: p.tenant_id,
-            actor: actor.clone(),
-            action: "push.retried",
-            entity_type: "push",
-            entity_id: r.id.to_string(),
-            before: Some(json!({"status": old_status.get(&r.id)})),
-            after: Some(json!({"status": PushStatus::Pending.as_str(), "maxAttempts": r.max_attempts})),
-            detail: Some(json!({"attempts": r.attempts, "lastErrorCode": r.last_error_code})),
-        })
-        .collect();
-    sql::audit_many(&txn, now, audits).await?;
-    txn.commit().await?;
-    Ok(Ok(retried))
-}
-
-/// Withdraw the non-final pushes of removed mappings: `CANCELLED` with `last_error_code`
-/// `MAPPING_REMOVED`, audited. Runs inside the mapping service's transaction, so a mapping is never
-/// gone while its push can still be sent. Returns the number of pushes cancelled.
+/// Withdraw the non-final pushes of removed mappings (deleted, unmapped, or pointing to another
+/// addition now): `CANCELLED` with `MAPPING_REMOVED`, audited, inside the mapping service's
+/// transaction — so a mapping is never gone while its push can still be sent, and a push whose
+/// PATCH is in flight finishes first. Returns the number of pushes cancelled.
 pub async fn cancel_pushes_for_mapping<C: ConnectionTrait>(
     txn: &C,
     now: DateTime<Utc>,
@@ -350,62 +264,14 @@ pub async fn cancel_pushes_for_mapping<C: ConnectionTrait>(
     mapping_ids: &[i64],
     actor: &str,
 ) -> Result<u64, DbErr> {
-    if mapping_ids.is_empty() {
-        return Ok(0);
-    }
-    let found = sql::query(
-        txn,
-        &format!(
-            "SELECT id, status FROM pushes WHERE tenant_id = $1 AND status IN {nf} AND {}",
-            sql::in_list(txn, "product_mapping_id", 2),
-            nf = sql::NON_FINAL_SQL
-        ),
-        vec![tenant_id.into(), sql::i64_list(txn, mapping_ids)],
-    )
-    .await?;
-    if found.is_empty() {
-        return Ok(0);
-    }
-    let mut before: HashMap<i64, String> = HashMap::new();
-    for r in &found {
-        before.insert(r.try_get("", "id")?, r.try_get("", "status")?);
-    }
-    let ids: Vec<i64> = before.keys().copied().collect();
-    let rows = sql::query(
-        txn,
-        &format!(
-            "UPDATE pushes SET status = 'CANCELLED', skip_reason = NULL, last_error_code = $2, \
-               last_error = 'the product mapping was removed', finished_at = $3, updated_at = $3, next_attempt_at = NULL \
-             WHERE {} AND status IN {nf} RETURNING id, sync_run_id",
-            sql::in_list(txn, "id", 1),
-            nf = sql::NON_FINAL_SQL
-        ),
-        vec![sql::i64_list(txn, &ids), crate::engine::codes::MAPPING_REMOVED.into(), now.into()],
-    )
-    .await?;
-    let mut runs = HashSet::new();
-    let mut audits = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let id: i64 = r.try_get("", "id")?;
-        runs.insert(r.try_get::<i64>("", "sync_run_id")?);
-        audits.push(AuditRow {
-            tenant_id,
-            actor: actor.to_string(),
-            action: "push.cancelled",
-            entity_type: "push",
-            entity_id: id.to_string(),
-            before: Some(json!({"status": before.get(&id)})),
-            after: Some(json!({"status": "CANCELLED", "errorCode": crate::engine::codes::MAPPING_REMOVED})),
-            detail: None,
-        });
-    }
-    let n = audits.len() as u64;
-    sql::audit_many(txn, now, audits).await?;
+    let changed =
+        ledger::push::cancel(txn, now, tenant_id, ledger::push::Which::Mappings(mapping_ids), CancelReason::MappingRemoved, actor, None)
+            .await?;
     // A run whose last open pushes were these is done now (reconciliation would catch it too).
-    for run_id in runs {
-        crate::engine::finish_run_if_done(txn, run_id, now).await?;
+    for run_id in &changed.runs {
+        ledger::run::finish_if_done(txn, *run_id, now).await?;
     }
-    Ok(n)
+    Ok(changed.pushes.len() as u64)
 }
 
 /// Compile-time check: the use cases can run inside GraphQL resolvers (which need `Send` futures).

@@ -4,5 +4,6 @@ mod support;
 
 mod catalog_schedule;
 mod consumption;
+mod ledger;
 mod monthly;
 mod push_failures;

@@ -117,8 +117,8 @@ async fn full_month(backend: Backend) {
     assert_eq!(succeeded.len(), 5);
     let detail = succeeded[0].detail.clone().unwrap();
     assert_eq!(detail["attempt"], 1);
-    assert_eq!(detail["http_status"], 200);
-    assert!(detail["request_id"].is_string());
+    assert_eq!(detail["httpStatus"], 200);
+    assert!(detail["requestId"].is_string());
 
     // Every push made a GET and a PATCH, each logged as an attempt row.
     let first = app.pushes(run.id).await[0].clone();
@@ -253,7 +253,7 @@ async fn aggregation_is_idempotent_and_supersedes_older_pushes() {
     assert!(
         old.iter()
             .filter(|p| p.skip_reason.as_deref() != Some("NO_CONSUMPTION"))
-            .all(|p| p.status == "CANCELLED" && p.skip_reason.as_deref() == Some("SUPERSEDED"))
+            .all(|p| p.status == "CANCELLED" && p.cancel_reason.as_deref() == Some("PUSH_SUPERSEDED"))
     );
     assert_eq!(app.audit("push.cancelled").await.len(), 5);
     assert!(app.pushes(second.id).await.iter().filter(|p| p.status == "SUCCEEDED").count() == 5);

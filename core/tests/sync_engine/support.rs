@@ -149,7 +149,7 @@ pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         settings: settings.clone(),
         secrets: Some(secrets.clone()),
         http: reqwest::Client::new(),
-        rate: Arc::new(LocalRateLimiter::new(1000)),
+        rate: Arc::new(LocalRateLimiter::with_clock(1000, clock.clone())),
         clock: clock.clone(),
     };
     let tenant = entity::tenant::ActiveModel { external_id: Set("t1".into()), created_at: Set(start_time()), ..Default::default() }
@@ -193,6 +193,7 @@ impl TestApp {
             breaker_opened_at: Set(None),
             paused_until: Set(None),
             catalog_refreshed_at: Set(None),
+            owed_scheduled_period: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -345,6 +346,15 @@ impl TestApp {
             Job::Push(j) => engine::push::attempt_push(&self.deps, j.push_id).await,
             Job::Ticket(j) => engine::ticket::open_ticket(&self.deps, j.push_id).await,
             Job::CatalogRefresh(j) => engine::catalog::refresh_catalog(&self.deps, j.tenant_id, &j.requested_by).await.map(|_| ()),
+        }
+    }
+
+    /// Run only the aggregation job(s) waiting now, leaving the push jobs queued.
+    pub async fn run_due_only_aggregation(&self) {
+        for (job, _) in self.queue.jobs() {
+            if let Job::AggregateRun(j) = job {
+                engine::aggregate::aggregate_run(&self.deps, j.run_id).await.unwrap();
+            }
         }
     }
 
