@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod conditions;
+pub mod openapi;
 mod server;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
