@@ -18,5 +18,6 @@ mod models;
 pub use client::{ACCEPT_HEADER_VALUE, Credentials, CwClient, MAX_PAGES, PAGE_SIZE, discover_codebase};
 pub use error::{CwError, CwErrorKind};
 pub use models::{
-    Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwResponse, NamedRef, NewTicket, ProductRef, Ticket, truncate_chars,
+    Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwNumber, CwResponse, NamedRef, NewTicket, ProductRef, Ticket,
+    truncate_chars,
 };

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_initial;
 mod m20261125_000001_open_pushes_index;
+mod m20261202_000001_fractional_sequence_numbers;
 
 /// Advisory-lock key used so that several `api` processes starting together migrate one at a time.
 pub const MIGRATION_LOCK_KEY: i64 = 0x6373_796e_635f_6d67; // "csync_mg"
@@ -18,7 +19,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_initial::Migration), Box::new(m20261125_000001_open_pushes_index::Migration)]
+        vec![
+            Box::new(m20261124_000001_initial::Migration),
+            Box::new(m20261125_000001_open_pushes_index::Migration),
+            Box::new(m20261202_000001_fractional_sequence_numbers::Migration),
+        ]
     }
 }
 

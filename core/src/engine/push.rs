@@ -287,7 +287,7 @@ async fn check_company(
                         request_id: resp.request_id.clone(),
                         duration_ms: millis(resp.duration),
                     };
-                    let status = if resp.body.deleted_flag {
+                    let status = if resp.body.is_deleted() {
                         "Deleted".to_string()
                     } else {
                         resp.body.status.as_ref().and_then(|s| s.name.clone()).unwrap_or_default()
@@ -320,11 +320,12 @@ fn company_problem(status: &str, company_id: i64, call: &CallInfo) -> Option<Out
 
 /// Why the addition must not be written to, if it must not.
 fn addition_problem(a: &connectwise::Addition, product_id: Option<i64>, today: chrono::NaiveDate) -> Option<(&'static str, String)> {
+    let id = a.id.map_or_else(|| "?".to_string(), |id| id.to_string());
     if let Some(cancelled) = a.cancelled_date.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         // A cancelled date in the future is a scheduled cancellation: the addition still bills.
         let in_past = cancelled.get(..10).and_then(|d| domain::parse_day(d).ok()).is_none_or(|d| d < today);
         if in_past {
-            return Some((codes::ADDITION_CANCELLED, format!("addition {} was cancelled on {cancelled}", a.id)));
+            return Some((codes::ADDITION_CANCELLED, format!("addition {id} was cancelled on {cancelled}")));
         }
     }
     if let Some(expected) = product_id
@@ -333,8 +334,7 @@ fn addition_problem(a: &connectwise::Addition, product_id: Option<i64>, today: c
         return Some((
             codes::ADDITION_CHANGED,
             format!(
-                "addition {} now holds product {} instead of the mapped product {expected}",
-                a.id,
+                "addition {id} now holds product {} instead of the mapped product {expected}",
                 a.product_id().map(|p| p.to_string()).unwrap_or_else(|| "none".into())
             ),
         ));
@@ -342,7 +342,7 @@ fn addition_problem(a: &connectwise::Addition, product_id: Option<i64>, today: c
     if let Some(status) = a.agreement_status.as_deref()
         && !status.eq_ignore_ascii_case("Active")
     {
-        return Some((codes::AGREEMENT_INACTIVE, format!("the agreement of addition {} is {status}", a.id)));
+        return Some((codes::AGREEMENT_INACTIVE, format!("the agreement of addition {id} is {status}")));
     }
     None
 }
