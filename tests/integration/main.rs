@@ -14,5 +14,6 @@ mod reliability;
 mod schema;
 mod security;
 mod settings;
+mod sparse_connectwise;
 mod sqlite_core_flow;
 mod sync;
