@@ -433,6 +433,9 @@ type Started = std::io::Result<(String, actix_web::dev::ServerHandle)>;
 fn spawn_server(state: Arc<State>, report: Box<dyn FnOnce(Started) + Send>) {
     let workers = state.cfg.workers.max(1);
     let spawned = std::thread::Builder::new().name("fake-connectwise".into()).spawn(move || {
+        // Parse and compile the contract (once per process) before serving, so the first request
+        // is not slowed down by it. A failure is answered per request (500) by the routes.
+        let _ = openapi::Contract::official();
         let system = actix_web::rt::System::new();
         system.block_on(async move {
             let data = actix_web::web::Data::from(state.clone());
