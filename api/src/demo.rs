@@ -443,6 +443,7 @@ async fn write_catalog(db: &DatabaseConnection, tenant_id: i64, now: DateTime<Ut
             id: Set(id),
             agreement_id: Set(agreement),
             sequence_number: Set(seq),
+            fractional_sequence_number: Set(None),
             product_id: Set(Some(product_id)),
             product_identifier: Set(Some(identifier.into())),
             description: Set(Some(description.into())),

@@ -5,7 +5,10 @@
 //!   [`CwError`] with stable machine codes ([`CwError::code`]).
 //! * [`discover_codebase`] finds a site's codebase (e.g. `v4_6_release`) without credentials.
 //! * The model types ([`Company`], [`Agreement`], [`Addition`], …) mirror ConnectWise's camelCase
-//!   JSON, ignore unknown fields and default missing ones.
+//!   JSON and decode everything ConnectWise's official schema (v2025.8) allows: optional record
+//!   ids, nullable reference ids and flags (a `null` flag means `false`, ConnectWise's default),
+//!   `sequenceNumber` as a double and money as exact [`CwNumber`]s. Unknown fields are ignored.
+//!   `README.md` lists each endpoint, its schema and our handling of its optional fields.
 //!
 //! Nothing in this crate ever logs or formats the private key or the `Authorization` header.
 
@@ -18,5 +21,6 @@ mod models;
 pub use client::{ACCEPT_HEADER_VALUE, Credentials, CwClient, MAX_PAGES, PAGE_SIZE, discover_codebase};
 pub use error::{CwError, CwErrorKind};
 pub use models::{
-    Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwResponse, NamedRef, NewTicket, ProductRef, Ticket, truncate_chars,
+    Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwNumber, CwResponse, NamedRef, NewTicket, ProductRef, Ticket,
+    truncate_chars,
 };

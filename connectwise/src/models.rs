@@ -24,13 +24,132 @@ impl<T> CwResponse<T> {
     }
 }
 
+/// A JSON number kept exactly as ConnectWise wrote it (`12.3456789012345678` stays that text; it is
+/// never rounded through `f64`). Used for money (`unitPrice`, `unitCost`, `lessIncluded`) and for
+/// `sequenceNumber`, which the official schema declares a `double`.
+///
+/// Equality compares the text: `2.0` and `2` are different values of this type (use
+/// [`CwNumber::as_whole`] to compare whole numbers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CwNumber(String);
+
+impl CwNumber {
+    /// The number's text, exactly as received (e.g. `"10.125"`, `"2.0"`, `"1e3"`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value as an `i64` when it is a whole number in range (`2`, `2.0`, `2.50e1`); `None` when
+    /// it has a fractional part (`2.5`) or does not fit.
+    pub fn as_whole(&self) -> Option<i64> {
+        let (negative, digits, exp) = decimal_parts(&self.0)?;
+        // Drop trailing zeros into the exponent: 2500 × 10^-2 → 25 × 10^0.
+        let trimmed = digits.trim_end_matches('0');
+        let exp = exp.checked_add(i64::try_from(digits.len() - trimmed.len()).ok()?)?;
+        if trimmed.is_empty() {
+            return Some(0);
+        }
+        if exp < 0 {
+            return None;
+        }
+        let mut value: i128 = trimmed.parse().ok()?;
+        for _ in 0..exp {
+            value = value.checked_mul(10).filter(|v| *v <= i128::from(i64::MAX) + 1)?;
+        }
+        i64::try_from(if negative { -value } else { value }).ok()
+    }
+
+    /// The value rounded toward zero (`2.5` → 2, `-2.5` → -2, `2` → 2); `None` when out of range.
+    pub fn whole_part(&self) -> Option<i64> {
+        let (negative, digits, exp) = decimal_parts(&self.0)?;
+        if exp >= 0 {
+            return self.as_whole();
+        }
+        let drop = usize::try_from(exp.unsigned_abs()).ok()?;
+        let kept = &digits[..digits.len().saturating_sub(drop)];
+        if kept.is_empty() {
+            return Some(0);
+        }
+        let value: i128 = kept.parse().ok()?;
+        i64::try_from(if negative { -value } else { value }).ok()
+    }
+
+    /// Whether the value is a whole number that fits an `i64`.
+    pub fn is_whole(&self) -> bool {
+        self.as_whole().is_some()
+    }
+}
+
+/// `(negative, significant digits, exponent)` of a JSON number: value = ±digits × 10^exponent.
+/// `None` when `s` is not a JSON number.
+fn decimal_parts(s: &str) -> Option<(bool, String, i64)> {
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].strip_prefix('+').unwrap_or(&rest[i + 1..]).parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mantissa, None),
+    };
+    let json_int = int == "0" || (!int.is_empty() && !int.starts_with('0'));
+    let digits_only = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if !json_int || !digits_only(int) || frac.is_some_and(|f| f.is_empty() || !digits_only(f)) {
+        return None;
+    }
+    let frac = frac.unwrap_or("");
+    let digits = format!("{int}{frac}").trim_start_matches('0').to_string();
+    let exp = exp.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    Some((negative, digits, exp))
+}
+
+impl std::str::FromStr for CwNumber {
+    type Err = String;
+
+    /// Accepts exactly the JSON number grammar.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match decimal_parts(s) {
+            Some(_) => Ok(CwNumber(s.to_string())),
+            None => Err(format!("{s:?} is not a JSON number")),
+        }
+    }
+}
+
+impl std::fmt::Display for CwNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for CwNumber {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Written as the raw number text, so serde_json emits it unchanged.
+        let raw = serde_json::value::RawValue::from_string(self.0.clone()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CwNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // The raw JSON text, so no digit is lost to f64 on the way.
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        raw.get().trim().parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A reference to another record: `{id, name}` (and `identifier` for company references).
+///
+/// ConnectWise's schema declares every reference id nullable, so `id` is `None` when it sends
+/// `null` (or leaves it out).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NamedRef {
-    /// Record id.
+    /// Record id, when ConnectWise sends one.
     #[serde(default)]
-    pub id: i64,
+    pub id: Option<i64>,
     /// Display name, when ConnectWise sends one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -39,24 +158,28 @@ pub struct NamedRef {
     pub identifier: Option<String>,
 }
 
-/// A product reference on an addition: `{id, identifier}`.
+/// A product reference on an addition: `{id, identifier}` (ConnectWise's `IvItemReference`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductRef {
-    /// Product (catalog item) id.
+    /// Product (catalog item) id; nullable in ConnectWise's schema.
     #[serde(default)]
-    pub id: i64,
+    pub id: Option<i64>,
     /// Product identifier (the catalog item's code).
     #[serde(default)]
     pub identifier: Option<String>,
 }
 
 /// A company (`/company/companies`).
+///
+/// Every field is optional in ConnectWise's schema except `identifier` and `name`; a record
+/// without an `id` decodes (and callers that key on ids skip it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Company {
     /// Company id.
-    pub id: i64,
+    #[serde(default)]
+    pub id: Option<i64>,
     /// Short identifier (≤ 30 characters).
     #[serde(default)]
     pub identifier: String,
@@ -66,9 +189,18 @@ pub struct Company {
     /// Company status, e.g. `{id: 1, name: "Active"}`.
     #[serde(default)]
     pub status: Option<NamedRef>,
-    /// Whether the company is deleted.
+    /// Whether the company is deleted; `None` when ConnectWise sends `null` (see
+    /// [`Company::is_deleted`]).
     #[serde(default)]
-    pub deleted_flag: bool,
+    pub deleted_flag: Option<bool>,
+}
+
+impl Company {
+    /// Whether the company is deleted. A `null` or missing `deletedFlag` is ConnectWise's default,
+    /// `false` (not deleted).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_flag.unwrap_or(false)
+    }
 }
 
 /// An agreement (`/finance/agreements`).
@@ -76,22 +208,23 @@ pub struct Company {
 #[serde(rename_all = "camelCase")]
 pub struct Agreement {
     /// Agreement id.
-    pub id: i64,
+    #[serde(default)]
+    pub id: Option<i64>,
     /// Agreement name.
     #[serde(default)]
     pub name: String,
     /// Agreement type, e.g. `{id, name: "Managed Services"}`.
     #[serde(default, rename = "type")]
     pub type_: Option<NamedRef>,
-    /// The agreement's company `{id, identifier, name}`.
+    /// The agreement's company `{id, identifier, name}` (its `id` is nullable).
     #[serde(default)]
     pub company: NamedRef,
-    /// `Active`, `Cancelled`, `Expired` or `Inactive`.
+    /// `Active`, `Cancelled`, `Expired` or `Inactive` (nullable).
     #[serde(default)]
     pub agreement_status: Option<String>,
-    /// Whether the agreement is cancelled.
+    /// Whether the agreement is cancelled; `None` for `null` (see [`Agreement::is_cancelled`]).
     #[serde(default)]
-    pub cancelled_flag: bool,
+    pub cancelled_flag: Option<bool>,
     /// Start date (ISO 8601 as sent by ConnectWise).
     #[serde(default)]
     pub start_date: Option<String>,
@@ -103,21 +236,40 @@ pub struct Agreement {
     pub next_invoice_date: Option<String>,
 }
 
+impl Agreement {
+    /// Whether the agreement is flagged cancelled. A `null` or missing `cancelledFlag` is
+    /// ConnectWise's default, `false`.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled_flag.unwrap_or(false)
+    }
+}
+
 /// An agreement addition (`/finance/agreements/{id}/additions`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Addition {
     /// Addition id (the key; `sequence_number` is not unique).
-    pub id: i64,
-    /// The product `{id, identifier}`.
+    #[serde(default)]
+    pub id: Option<i64>,
+    /// The product `{id, identifier}` (required by ConnectWise's schema; its `id` is nullable).
     #[serde(default)]
     pub product: Option<ProductRef>,
     /// Quantity exactly as sent (may be fractional).
     #[serde(default)]
     pub quantity: Option<serde_json::Number>,
-    /// Display order on the invoice ("Sequence" in the UI).
+    /// Quantity included in the agreement's price, exact (nullable).
     #[serde(default)]
-    pub sequence_number: Option<i64>,
+    pub less_included: Option<CwNumber>,
+    /// Unit price, exact (nullable; money: never rounded through `f64`).
+    #[serde(default)]
+    pub unit_price: Option<CwNumber>,
+    /// Unit cost, exact (nullable; money: never rounded through `f64`).
+    #[serde(default)]
+    pub unit_cost: Option<CwNumber>,
+    /// Display order on the invoice ("Sequence" in the UI). A `double` in ConnectWise's schema: a
+    /// fractional value (`2.5`) is kept as such; see [`Addition::whole_sequence_number`].
+    #[serde(default)]
+    pub sequence_number: Option<CwNumber>,
     /// Effective date.
     #[serde(default)]
     pub effective_date: Option<String>,
@@ -133,7 +285,7 @@ pub struct Addition {
     /// Description.
     #[serde(default)]
     pub description: Option<String>,
-    /// `Billable`, `DoNotBill` or `NoCharge`.
+    /// `Billable`, `DoNotBill` or `NoCharge` (required, but nullable).
     #[serde(default)]
     pub bill_customer: Option<String>,
     /// Unit of measure.
@@ -158,9 +310,15 @@ impl Addition {
         if f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) { Some(f as i64) } else { None }
     }
 
-    /// The product id, when the addition has a product.
+    /// The sequence number when it is whole (`2` and `2.0` are `Some(2)`); `None` when it is
+    /// fractional (`2.5`), out of range or absent.
+    pub fn whole_sequence_number(&self) -> Option<i64> {
+        self.sequence_number.as_ref().and_then(CwNumber::as_whole)
+    }
+
+    /// The product id, when the addition has a product with a (non-null) id.
     pub fn product_id(&self) -> Option<i64> {
-        self.product.as_ref().map(|p| p.id)
+        self.product.as_ref().and_then(|p| p.id)
     }
 
     /// Whether the addition carries a cancelled date.
@@ -174,13 +332,22 @@ impl Addition {
 #[serde(rename_all = "camelCase")]
 pub struct Board {
     /// Board id.
-    pub id: i64,
+    #[serde(default)]
+    pub id: Option<i64>,
     /// Board name.
     #[serde(default)]
     pub name: String,
-    /// Whether the board is inactive.
+    /// Whether the board is inactive; `None` for `null` (see [`Board::is_inactive`]).
     #[serde(default)]
-    pub inactive_flag: bool,
+    pub inactive_flag: Option<bool>,
+}
+
+impl Board {
+    /// Whether the board is inactive. A `null` or missing `inactiveFlag` is ConnectWise's
+    /// default, `false` (active).
+    pub fn is_inactive(&self) -> bool {
+        self.inactive_flag.unwrap_or(false)
+    }
 }
 
 /// Which per-board list to read with [`crate::CwClient::list_board_items`].
@@ -211,18 +378,29 @@ impl BoardItemKind {
     }
 }
 
-/// A board team, status, type or subtype.
+/// A board team, status, type or subtype (ConnectWise's `BoardTeam`, `BoardStatus`, `BoardType`,
+/// `BoardSubType`: the fields they share).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BoardItem {
     /// Item id.
-    pub id: i64,
+    #[serde(default)]
+    pub id: Option<i64>,
     /// Item name.
     #[serde(default)]
     pub name: String,
-    /// Whether this is the board's default.
+    /// Whether this is the board's default; `None` for `null`, and always for subtypes
+    /// (`BoardSubType` has no `defaultFlag`). See [`BoardItem::is_default`].
     #[serde(default)]
-    pub default_flag: bool,
+    pub default_flag: Option<bool>,
+}
+
+impl BoardItem {
+    /// Whether this is the board's default. A `null` or missing `defaultFlag` is ConnectWise's
+    /// default, `false`; a subtype is never a default.
+    pub fn is_default(&self) -> bool {
+        self.default_flag.unwrap_or(false)
+    }
 }
 
 /// Maximum length of a ticket summary and of `externalXRef`.
@@ -303,8 +481,9 @@ impl Serialize for NewTicket {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ticket {
-    /// Ticket id.
-    pub id: i64,
+    /// Ticket id (optional in ConnectWise's schema).
+    #[serde(default)]
+    pub id: Option<i64>,
     /// Summary.
     #[serde(default)]
     pub summary: String,
@@ -343,7 +522,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(a.product_id(), Some(3));
-        assert_eq!(a.sequence_number, Some(2));
+        assert_eq!(a.whole_sequence_number(), Some(2));
         assert!(a.is_cancelled());
         assert_eq!(a.agreement_status.as_deref(), Some("Active"));
 
@@ -358,7 +537,112 @@ mod tests {
         assert_eq!(ag.next_invoice_date.as_deref(), Some("2026-02-01"));
 
         let c: Company = serde_json::from_value(json!({"id": 2})).unwrap();
-        assert!(!c.deleted_flag);
+        assert!(!c.is_deleted());
+    }
+
+    /// The sparsest form ConnectWise's schema allows for each entity: only the required fields,
+    /// each nullable one `null`, each required reference an empty object.
+    #[test]
+    fn sparsest_legal_form_of_every_entity_decodes() {
+        let c: Company = serde_json::from_slice(br#"{"identifier": "", "name": ""}"#).unwrap();
+        assert_eq!((c.id, c.is_deleted(), c.status), (None, false, None));
+        let a: Agreement = serde_json::from_slice(br#"{"company": {}, "contact": {}, "name": "", "type": {}}"#).unwrap();
+        assert_eq!((a.id, a.company.id, a.is_cancelled()), (None, None, false));
+        let x: Addition = serde_json::from_slice(br#"{"billCustomer": null, "product": {}}"#).unwrap();
+        assert_eq!((x.id, x.product_id(), x.quantity_i64(), x.whole_sequence_number()), (None, None, None, None));
+        let b: Board = serde_json::from_slice(br#"{"department": {}, "location": {}, "name": ""}"#).unwrap();
+        assert_eq!((b.id, b.is_inactive()), (None, false));
+        for item in [r#"{"name": "", "teamLeader": {}}"#, r#"{"name": ""}"#] {
+            let i: BoardItem = serde_json::from_str(item).unwrap();
+            assert_eq!((i.id, i.is_default()), (None, false));
+        }
+        let t: Ticket = serde_json::from_slice(br#"{"company": {}, "summary": ""}"#).unwrap();
+        assert_eq!((t.id, t.external_x_ref), (None, None));
+    }
+
+    /// Every nullable field ConnectWise may send as `null`.
+    #[test]
+    fn nulls_everywhere_the_schema_allows_them_decode() {
+        let c: Company = serde_json::from_value(json!({
+            "id": 1, "identifier": "A", "name": "A", "status": {"id": null, "name": "Active"}, "deletedFlag": null
+        }))
+        .unwrap();
+        assert!(!c.is_deleted(), "null deletedFlag = not deleted");
+        assert_eq!(c.status.unwrap().id, None);
+        let a: Agreement = serde_json::from_value(json!({
+            "id": 1, "name": "MSA", "type": {"id": null, "name": "T"}, "company": {"id": null, "identifier": "A"},
+            "contact": {"id": null}, "agreementStatus": null, "cancelledFlag": null, "prorateFlag": null
+        }))
+        .unwrap();
+        assert!(!a.is_cancelled(), "null cancelledFlag = not cancelled");
+        assert_eq!((a.company.id, a.agreement_status), (None, None));
+        let x: Addition = serde_json::from_value(json!({
+            "id": 1, "product": {"id": null, "identifier": "P"}, "quantity": null, "lessIncluded": null,
+            "unitPrice": null, "unitCost": null, "billCustomer": null, "sequenceNumber": null,
+            "agreementId": null, "agreementStatus": null, "taxableFlag": null
+        }))
+        .unwrap();
+        assert_eq!((x.product_id(), x.unit_price.clone(), x.sequence_number.clone(), x.agreement_id), (None, None, None, None));
+        let b: Board = serde_json::from_value(json!({"id": 1, "name": "B", "inactiveFlag": null, "location": {"id": null}})).unwrap();
+        assert!(!b.is_inactive(), "null inactiveFlag = active");
+        let i: BoardItem = serde_json::from_value(json!({"id": 1, "name": "S", "defaultFlag": null})).unwrap();
+        assert!(!i.is_default(), "null defaultFlag = not the default");
+        let t: Ticket = serde_json::from_value(json!({"id": 5, "summary": "s", "company": {"id": null}, "team": {"id": null}})).unwrap();
+        assert_eq!(t.id, Some(5));
+    }
+
+    #[test]
+    fn sequence_numbers_are_doubles_kept_exactly() {
+        let seq = |raw: &str| -> Addition {
+            serde_json::from_str(&format!(r#"{{"product": {{}}, "billCustomer": null, "sequenceNumber": {raw}}}"#)).unwrap()
+        };
+        assert_eq!(seq("2").whole_sequence_number(), Some(2));
+        assert_eq!(seq("2.0").whole_sequence_number(), Some(2), "integral doubles work as integers");
+        assert_eq!(seq("2.50e1").whole_sequence_number(), Some(25));
+        assert_eq!(seq("-0.0").whole_sequence_number(), Some(0));
+        let frac = seq("2.5");
+        assert_eq!(frac.whole_sequence_number(), None);
+        assert_eq!(frac.sequence_number.as_ref().map(CwNumber::as_str), Some("2.5"), "kept as such");
+        assert_eq!(seq("1e400").whole_sequence_number(), None, "out of range, not a decode failure");
+        let text: Result<Addition, _> = serde_json::from_str(r#"{"product": {}, "billCustomer": null, "sequenceNumber": "2"}"#);
+        assert!(text.is_err(), "a string is not a number");
+    }
+
+    #[test]
+    fn money_is_kept_exactly() {
+        let body = br#"{"id": 1, "product": {"id": 7}, "billCustomer": "Billable",
+            "unitPrice": 12345678.123456789012345, "unitCost": 0.1, "lessIncluded": 2}"#;
+        let a: Addition = serde_json::from_slice(body).unwrap();
+        assert_eq!(a.unit_price.as_ref().map(CwNumber::as_str), Some("12345678.123456789012345"));
+        assert_eq!(a.unit_cost.as_ref().map(CwNumber::as_str), Some("0.1"));
+        assert_eq!(a.less_included.as_ref().and_then(CwNumber::as_whole), Some(2));
+        // Written back unchanged.
+        let v = serde_json::to_string(&a).unwrap();
+        assert!(v.contains(r#""unitPrice":12345678.123456789012345"#), "{v}");
+        let again: Addition = serde_json::from_str(&v).unwrap();
+        assert_eq!(again, a);
+    }
+
+    #[test]
+    fn cw_number_grammar_and_whole_values() {
+        for ok in ["0", "-1", "2.5", "1e3", "1E+3", "0.000", "12345678901234567890.5"] {
+            assert!(ok.parse::<CwNumber>().is_ok(), "{ok}");
+        }
+        for bad in ["", "01", "1.", ".5", "+1", "1e", "NaN", "0x10", "1 "] {
+            assert!(bad.parse::<CwNumber>().is_err(), "{bad}");
+        }
+        let whole = |s: &str| s.parse::<CwNumber>().unwrap().as_whole();
+        assert_eq!(whole("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(whole("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(whole("9223372036854775808"), None);
+        assert_eq!(whole("1.25e2"), Some(125));
+        assert_eq!(whole("1.255e2"), None);
+        assert_eq!(whole("1000e-3"), Some(1));
+        let part = |s: &str| s.parse::<CwNumber>().unwrap().whole_part();
+        assert_eq!(
+            (part("2.5"), part("-2.5"), part("0.5"), part("7"), part("1.5e1"), part("3e2")),
+            (Some(2), Some(-2), Some(0), Some(7), Some(15), Some(300))
+        );
     }
 
     #[test]

@@ -109,9 +109,9 @@ async fn lists_companies_across_pages() {
     let companies = client.list_companies().await.unwrap();
     // 2,600 + the setup company, minus 100 deleted.
     assert_eq!(companies.len(), 2501);
-    assert!(companies.iter().all(|c| !c.deleted_flag));
+    assert!(companies.iter().all(|c| !c.is_deleted()));
     assert!(companies.iter().any(|c| c.status.as_ref().and_then(|s| s.name.as_deref()) == Some("Inactive")));
-    let mut ids: Vec<i64> = companies.iter().map(|c| c.id).collect();
+    let mut ids: Vec<i64> = companies.iter().filter_map(|c| c.id).collect();
     ids.dedup();
     assert_eq!(ids.len(), 2501, "no duplicates across pages");
     let reqs = fake.requests();
@@ -132,12 +132,12 @@ async fn reads_agreements_and_additions() {
     let agreements = client.list_agreements().await.unwrap();
     assert_eq!(agreements.len(), 2);
     let a = &agreements[0];
-    assert_eq!(a.company.id, 5);
+    assert_eq!(a.company.id, Some(5));
     assert_eq!(a.company.identifier.as_deref(), Some("ACME"));
     assert_eq!(a.agreement_status.as_deref(), Some("Active"));
     assert_eq!(a.next_invoice_date.as_deref(), Some("2026-02-01T00:00:00Z"));
     assert_eq!(a.type_.as_ref().and_then(|t| t.name.as_deref()), Some("Managed Services"));
-    assert!(agreements[1].cancelled_flag);
+    assert!(agreements[1].is_cancelled());
 
     let one = client.get_agreement(11).await.unwrap().body;
     assert_eq!(one.agreement_status.as_deref(), Some("Cancelled"));
@@ -150,7 +150,7 @@ async fn reads_agreements_and_additions() {
     let add = add.body;
     assert_eq!(add.quantity_i64(), Some(12));
     assert_eq!(add.product_id(), Some(7));
-    assert_eq!(add.sequence_number, Some(3));
+    assert_eq!(add.whole_sequence_number(), Some(3));
     assert_eq!(add.agreement_id, Some(10));
     assert_eq!(add.agreement_status.as_deref(), Some("Active"));
     assert_eq!(add.bill_customer.as_deref(), Some("Billable"));
@@ -358,14 +358,14 @@ async fn boards_and_board_items() {
     fake.add_board(FakeBoard::new(4, "Help Desk"));
     let boards = client.list_boards().await.unwrap();
     assert_eq!(boards.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["Billing", "Help Desk"]);
-    assert!(!boards[0].inactive_flag);
+    assert!(!boards[0].is_inactive());
     let statuses = client.list_board_items(3, BoardItemKind::Statuses).await.unwrap();
     assert_eq!(statuses.len(), 2);
-    assert!(statuses[0].default_flag);
+    assert!(statuses[0].is_default());
     let types = client.list_board_items(3, BoardItemKind::Types).await.unwrap();
-    assert!(types[1].default_flag && types[1].name == "Other");
+    assert!(types[1].is_default() && types[1].name == "Other");
     assert_eq!(client.list_board_items(3, BoardItemKind::Subtypes).await.unwrap().len(), 1);
-    assert_eq!(client.list_board_items(3, BoardItemKind::Teams).await.unwrap()[0].id, 31);
+    assert_eq!(client.list_board_items(3, BoardItemKind::Teams).await.unwrap()[0].id, Some(31));
     assert!(client.list_board_items(99, BoardItemKind::Teams).await.unwrap_err().is_not_found());
 }
 
@@ -388,12 +388,12 @@ async fn ticket_create_and_find_by_xref() {
     };
     let created = client.create_ticket(&t).await.unwrap();
     assert_eq!(created.status, 201);
-    assert_eq!(created.body.id, 1000);
+    assert_eq!(created.body.id, Some(1000));
     assert_eq!(created.body.summary.chars().count(), 100);
     assert_eq!(created.body.external_x_ref.as_deref(), Some(xref));
 
     let found = client.find_ticket_by_xref(xref).await.unwrap().unwrap();
-    assert_eq!(found.id, 1000);
+    assert_eq!(found.id, Some(1000));
     assert!(client.find_ticket_by_xref("other").await.unwrap().is_none());
 
     let stored = fake.tickets();

@@ -96,8 +96,12 @@ pub struct AgreementFacts {
 pub struct AdditionFacts {
     /// ConnectWise addition id.
     pub id: i64,
-    /// The addition's sequence number on its agreement (what the user picks).
+    /// The addition's sequence number on its agreement (what the user picks); for a fractional one,
+    /// its whole part.
     pub sequence_number: i64,
+    /// ConnectWise's sequence number as sent when it is not a whole number (e.g. `2.5`): such an
+    /// addition cannot be named by a (whole) sequence number.
+    pub fractional_sequence_number: Option<String>,
     /// The catalog product id, if known.
     pub product_id: Option<i64>,
     /// The catalog product identifier, if known.
@@ -308,9 +312,22 @@ pub fn check_product_mapping(f: &MappingFacts) -> Result<ResolvedAddition, RuleV
 fn resolve_addition(f: &MappingFacts, agreement_id: i64) -> Result<ResolvedAddition, RuleViolation> {
     use codes::*;
     let seq = f.sequence_number;
-    let with_seq: Vec<&AdditionFacts> = f.agreement_additions.iter().filter(|a| a.sequence_number == seq).collect();
-    let live: Vec<&AdditionFacts> = with_seq.iter().copied().filter(|a| !addition_is_cancelled(a, f.today)).collect();
     let field = Some("cwSequenceNumber");
+    let (with_seq, fractional): (Vec<&AdditionFacts>, Vec<&AdditionFacts>) =
+        f.agreement_additions.iter().filter(|a| a.sequence_number == seq).partition(|a| a.fractional_sequence_number.is_none());
+    if let ([], [first, ..]) = (with_seq.as_slice(), fractional.as_slice()) {
+        return Err(RuleViolation::new(
+            ADDITION_NOT_FOUND,
+            field,
+            format!(
+                "Agreement {agreement_id} has no addition with sequence number {seq}: addition {} has the sequence number {} in \
+                 ConnectWise, which is not a whole number. Give it a whole sequence number in ConnectWise and refresh the catalog.",
+                first.id,
+                first.fractional_sequence_number.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    let live: Vec<&AdditionFacts> = with_seq.iter().copied().filter(|a| !addition_is_cancelled(a, f.today)).collect();
     let addition = match (with_seq.as_slice(), live.as_slice()) {
         ([], _) => {
             return Err(RuleViolation::new(
@@ -398,6 +415,7 @@ mod tests {
         AdditionFacts {
             id,
             sequence_number: seq,
+            fractional_sequence_number: None,
             product_id: product,
             product_identifier: product.map(|p| format!("PROD-{p}")),
             cancelled_date: cancelled.map(d),
@@ -545,6 +563,19 @@ mod tests {
         assert_eq!(v.message, "Agreement 77 has no addition with sequence number 9.");
         let empty = Fixture { additions: vec![], ..Fixture::new() };
         assert_eq!(code(check_product_mapping(&empty.facts())).0, codes::ADDITION_NOT_FOUND);
+    }
+
+    #[test]
+    fn fractional_sequence_number_is_refused_clearly() {
+        let fractional = AdditionFacts { fractional_sequence_number: Some("2.5".into()), ..addition(3, 2, Some(502), None) };
+        // Only the fractional addition has whole part 2: refused, naming its real number.
+        let fx = Fixture { additions: vec![addition(1, 1, Some(500), None), fractional.clone()], ..Fixture::new() };
+        let v = check_product_mapping(&MappingFacts { sequence_number: 2, ..fx.facts() }).unwrap_err();
+        assert_eq!((v.code, v.field), (codes::ADDITION_NOT_FOUND, Some("cwSequenceNumber")));
+        assert!(v.message.contains("addition 3 has the sequence number 2.5") && v.message.contains("not a whole number"), "{}", v.message);
+        // A whole 2 next to it is the one named.
+        let fx = Fixture { additions: vec![addition(2, 2, Some(501), None), fractional], ..Fixture::new() };
+        assert_eq!(check_product_mapping(&MappingFacts { sequence_number: 2, ..fx.facts() }).unwrap().addition_id, 2);
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: i64,
     pub agreement_id: i64,
+    /// Whole sequence number; for a fractional one (see `fractional_sequence_number`) its whole part.
     pub sequence_number: i64,
+    /// ConnectWise's sequence number exactly as sent when it is not a whole number (e.g. `2.5`).
+    pub fractional_sequence_number: Option<String>,
     pub product_id: Option<i64>,
     pub product_identifier: Option<String>,
     pub description: Option<String>,

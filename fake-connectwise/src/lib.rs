@@ -6,14 +6,29 @@
 //! base64("{company}+{public}:{private}")` and `clientId`), pages lists with `Link` headers,
 //! understands a useful subset of `conditions`, applies quantity PATCHes, stores tickets, records
 //! every request, and injects faults (fixed rules, latency, or seeded random faults).
+//!
+//! It keeps ConnectWise's official contract ([`openapi`], version 2025.8): answers carry
+//! `Content-Type: application/vnd.connectwise.com+json; version=2025.8` and every required field,
+//! never `null` where the schema does not allow it, and requests the schema would refuse are
+//! answered 400 `InvalidObject`. In **sparse mode** ([`FakeConfig::sparse`],
+//! [`FakeConnectWise::set_sparse`]) answers take the sparsest form the schema allows for the data
+//! held: `null` for every nullable field without a value of its own — flags that are `false`
+//! (ConnectWise's default), `billCustomer`, an addition's denormalised `agreementId` and
+//! `agreementStatus`, the ids of references to records the fake does not model (agreement type and
+//! contact, company status, board location and department, team leader) — and optional fields
+//! without data left out. The ids the product keys on (company, agreement, addition, product,
+//! board, board items) and the values it reads (names, statuses, quantities, sequence numbers) keep
+//! their values; conditions are evaluated on the full record, as ConnectWise evaluates them in its
+//! database.
 
 #![warn(missing_docs)]
 
 mod conditions;
+pub mod openapi;
 mod server;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +49,8 @@ pub struct FakeConfig {
     pub codebase: String,
     /// Actix worker threads (2).
     pub workers: usize,
+    /// Start in sparse mode (see the crate documentation); `false`.
+    pub sparse: bool,
 }
 
 impl Default for FakeConfig {
@@ -45,6 +62,7 @@ impl Default for FakeConfig {
             client_id: "00000000-0000-0000-0000-000000000001".into(),
             codebase: "v4_6_release".into(),
             workers: 2,
+            sparse: false,
         }
     }
 }
@@ -96,6 +114,9 @@ impl FakeAgreement {
 }
 
 /// An agreement addition in the fake's catalog.
+///
+/// Amounts (`less_included`, `unit_price`, `unit_cost`) and `sequence_number_text` are JSON number
+/// text served verbatim (never through `f64`); `None` amounts are served as `null`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FakeAddition {
     /// Addition id.
@@ -116,9 +137,50 @@ pub struct FakeAddition {
     pub effective_date: Option<String>,
     /// Description.
     pub description: String,
+    /// `lessIncluded`, as JSON number text (`None` = `null`).
+    pub less_included: Option<String>,
+    /// `unitPrice`, as JSON number text (`None` = `null`).
+    pub unit_price: Option<String>,
+    /// `unitCost`, as JSON number text (`None` = `null`).
+    pub unit_cost: Option<String>,
+    /// When set, `sequenceNumber` is served as this JSON number text instead of `sequence_number`
+    /// (ConnectWise's schema declares it a double: `2.5`, `2.0`).
+    pub sequence_number_text: Option<String>,
+}
+
+/// Panics unless `text` is a JSON number (test setup only: a typo must not produce invalid JSON).
+fn json_number_text(text: &str) -> String {
+    let is_number = serde_json::from_str::<Box<serde_json::value::RawValue>>(text)
+        .is_ok_and(|raw| raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()));
+    assert!(is_number, "fake-connectwise: {text:?} is not a JSON number");
+    text.to_string()
 }
 
 impl FakeAddition {
+    /// Sets `unitPrice` (JSON number text such as `"12.3456789012345678"`; `None` = `null`).
+    pub fn with_unit_price(mut self, price: Option<&str>) -> Self {
+        self.unit_price = price.map(json_number_text);
+        self
+    }
+
+    /// Sets `unitCost` (JSON number text; `None` = `null`).
+    pub fn with_unit_cost(mut self, cost: Option<&str>) -> Self {
+        self.unit_cost = cost.map(json_number_text);
+        self
+    }
+
+    /// Sets `lessIncluded` (JSON number text; `None` = `null`).
+    pub fn with_less_included(mut self, less_included: Option<&str>) -> Self {
+        self.less_included = less_included.map(json_number_text);
+        self
+    }
+
+    /// Serves `sequenceNumber` as this JSON number text (e.g. `"2.5"`); `None` = `sequence_number`.
+    pub fn with_sequence_number_text(mut self, sequence: Option<&str>) -> Self {
+        self.sequence_number_text = sequence.map(json_number_text);
+        self
+    }
+
     /// An active addition of product `product_id` (identifier `PROD-{product_id}`).
     pub fn new(id: i64, agreement_id: i64, product_id: i64, quantity: i64) -> Self {
         FakeAddition {
@@ -131,11 +193,17 @@ impl FakeAddition {
             cancelled_date: None,
             effective_date: None,
             description: String::new(),
+            less_included: Some("0".into()),
+            unit_price: Some("10.0".into()),
+            unit_cost: Some("5.0".into()),
+            sequence_number_text: None,
         }
     }
 }
 
 /// A service board with its teams, statuses, types and subtypes as `(id, name, default)`.
+///
+/// ConnectWise's `BoardSubType` has no `defaultFlag`: a subtype's flag is kept but not served.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FakeBoard {
     /// Board id.
@@ -196,6 +264,13 @@ pub struct RecordedRequest {
     pub accept: Option<String>,
     /// The `Content-Type` header sent.
     pub content_type: Option<String>,
+    /// Every header sent (names lower case), for contract checks.
+    pub headers: Vec<(String, String)>,
+    /// Length of the body sent, in bytes (also when it did not parse as JSON).
+    pub body_len: usize,
+    /// Whether the request changed the fake's state (an addition PATCH applied), whatever was
+    /// answered — also when the answer was unreadable or the client had gone.
+    pub applied: bool,
     /// The `Retry-After` seconds answered with a 429, if any.
     pub retry_after_secs: Option<u64>,
 }
@@ -215,6 +290,13 @@ pub enum Fault {
     Delay(Duration),
     /// Break the connection without a complete response (nothing is applied).
     CloseConnection,
+    /// Apply the request (a PATCH changes the addition), then answer 200 with a body that is not
+    /// JSON: the change was made but the answer cannot be read. Requests the fake refuses (4xx)
+    /// are answered as usual.
+    AppliedButUnreadable,
+    /// Apply the request, then wait this long before answering: a client timeout shorter than it
+    /// fires after the change was made (recorded with status 499 and `applied`).
+    AppliedThenHang(Duration),
     /// Answer with exactly this status, extra headers and body (e.g. an HTTP-date
     /// `Retry-After`, an HTML gateway page, or a malformed 200).
     Raw {
@@ -295,6 +377,7 @@ pub(crate) struct State {
     faults: Mutex<Faults>,
     inflight: Mutex<HashMap<String, usize>>,
     max_inflight: AtomicUsize,
+    sparse: AtomicBool,
     latency_nanos: AtomicU64,
     request_seq: AtomicU64,
 }
@@ -306,6 +389,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl State {
     fn new(cfg: FakeConfig) -> Self {
+        let sparse = cfg.sparse;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{}+{}:{}", cfg.company_id, cfg.public_key, cfg.private_key));
         State {
             expected_auth: format!("Basic {token}"),
@@ -324,6 +408,7 @@ impl State {
             faults: Mutex::new(Faults { rules: Vec::new(), random: None }),
             inflight: Mutex::new(HashMap::new()),
             max_inflight: AtomicUsize::new(0),
+            sparse: AtomicBool::new(sparse),
             latency_nanos: AtomicU64::new(0),
             request_seq: AtomicU64::new(0),
         }
@@ -348,6 +433,9 @@ type Started = std::io::Result<(String, actix_web::dev::ServerHandle)>;
 fn spawn_server(state: Arc<State>, report: Box<dyn FnOnce(Started) + Send>) {
     let workers = state.cfg.workers.max(1);
     let spawned = std::thread::Builder::new().name("fake-connectwise".into()).spawn(move || {
+        // Parse and compile the contract (once per process) before serving, so the first request
+        // is not slowed down by it. A failure is answered per request (500) by the routes.
+        let _ = openapi::Contract::official();
         let system = actix_web::rt::System::new();
         system.block_on(async move {
             let data = actix_web::web::Data::from(state.clone());
@@ -503,6 +591,24 @@ impl FakeConnectWise {
         }
     }
 
+    /// Sets an addition's quantity "by hand" (as someone editing it in ConnectWise would, e.g. to
+    /// simulate drift). No-op when absent.
+    pub fn set_addition_quantity(&self, addition_id: i64, quantity: i64) {
+        if let Some(a) = lock(&self.state.catalog).additions.get_mut(&addition_id) {
+            a.quantity = quantity;
+        }
+    }
+
+    /// Switches sparse mode on or off (see the crate documentation).
+    pub fn set_sparse(&self, sparse: bool) {
+        self.state.sparse.store(sparse, Ordering::SeqCst);
+    }
+
+    /// Whether sparse mode is on.
+    pub fn is_sparse(&self) -> bool {
+        self.state.sparse.load(Ordering::SeqCst)
+    }
+
     /// An addition's current quantity.
     pub fn addition_quantity(&self, addition_id: i64) -> Option<i64> {
         lock(&self.state.catalog).additions.get(&addition_id).map(|a| a.quantity)
@@ -523,12 +629,12 @@ impl FakeConnectWise {
         lock(&self.state.log).len()
     }
 
-    /// The addition PATCHes that were applied (2xx).
+    /// The addition PATCHes that were applied (also those whose answer was lost to a fault).
     pub fn patches(&self) -> Vec<RecordedRequest> {
         lock(&self.state.log).iter().filter(|r| is_applied_patch(r)).cloned().collect()
     }
 
-    /// Number of applied (2xx) addition PATCHes.
+    /// Number of applied addition PATCHes (see [`FakeConnectWise::patches`]).
     pub fn patch_count(&self) -> usize {
         lock(&self.state.log).iter().filter(|r| is_applied_patch(r)).count()
     }
@@ -576,7 +682,7 @@ impl FakeConnectWise {
 }
 
 fn is_applied_patch(r: &RecordedRequest) -> bool {
-    r.method == "PATCH" && (200..300).contains(&r.status) && server::addition_key(&r.path).is_some()
+    r.applied && r.method == "PATCH" && server::addition_key(&r.path).is_some()
 }
 
 impl Drop for FakeConnectWise {

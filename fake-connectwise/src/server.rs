@@ -13,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde_json::{Value, json};
 
 use crate::conditions;
+use crate::openapi::{self, Contract, MEDIA_TYPE, RequestParts};
 use crate::{Catalog, FakeAddition, FakeAgreement, FakeBoard, FakeCompany, Fault, RecordedRequest, State, lock};
 
 /// `Some(key)` when `path` is `/finance/agreements/{a}/additions/{id}`.
@@ -119,6 +120,13 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
             request_id: request_id.clone(),
             accept: header(&req, "accept"),
             content_type: header(&req, "content-type"),
+            headers: req
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body_len: body.len(),
+            applied: false,
             retry_after_secs: None,
         }),
     };
@@ -135,34 +143,52 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, state: Data<State>) ->
     }
     // A broken connection is recorded as 444 ("closed without response"), not as its 200 head.
     let closes = matches!(fault, Some(Fault::CloseConnection));
-    let mut response = match fault {
-        Some(Fault::Delay(d)) => {
-            actix_web::rt::time::sleep(d).await;
-            None
-        }
-        Some(f) => Some(fault_response(f)),
-        None => None,
-    }
-    .unwrap_or_else(|| {
-        let ctx = Ctx {
-            state: &state,
-            method: &method,
-            path: &path,
-            full_path: &full_path,
-            query: &query,
-            body: body_json.as_ref(),
-            raw_body_len: body.len(),
-            content_type: header(&req, "content-type"),
-        };
+    let headers: Vec<(String, String)> = recorder.rec.as_ref().map(|r| r.headers.clone()).unwrap_or_default();
+    let ctx = Ctx {
+        state: &state,
+        method: &method,
+        path: &path,
+        full_path: &full_path,
+        query: &query,
+        body: body_json.as_ref(),
+        raw_body_len: body.len(),
+        content_type: header(&req, "content-type"),
+        headers: &headers,
+        applied: std::cell::Cell::new(false),
+    };
+    let serve = |ctx: &Ctx<'_>| {
         if !in_api {
-            route_outside_api(&ctx)
+            route_outside_api(ctx)
         } else if !authorized {
             let msg = if header(&req, "clientid").is_none() { "clientId header is required" } else { "Invalid credentials or clientId" };
             error(401, "Unauthorized", msg)
         } else {
-            route(&ctx)
+            refuse_if_invalid(ctx).unwrap_or_else(|| route(ctx))
         }
-    });
+    };
+    let mut response = match fault {
+        Some(Fault::Delay(d)) => {
+            actix_web::rt::time::sleep(d).await;
+            serve(&ctx)
+        }
+        Some(Fault::AppliedButUnreadable) => {
+            let r = serve(&ctx);
+            if r.status().is_success() { unreadable() } else { r }
+        }
+        Some(Fault::AppliedThenHang(d)) => {
+            let r = serve(&ctx);
+            if let Some(rec) = recorder.rec.as_mut() {
+                rec.applied = ctx.applied.get();
+            }
+            actix_web::rt::time::sleep(d).await;
+            r
+        }
+        Some(f) => fault_response(f),
+        None => serve(&ctx),
+    };
+    if let Some(rec) = recorder.rec.as_mut() {
+        rec.applied = ctx.applied.get();
+    }
     let headers = response.headers_mut();
     if let Ok(v) = request_id.parse() {
         headers.insert(actix_web::http::header::HeaderName::from_static("x-cw-request-id"), v);
@@ -197,16 +223,91 @@ fn status(code: u16) -> HttpResponseBuilder {
     HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
 }
 
+/// Marks a JSON string that is really a number to be written verbatim (see [`exact_number`]).
+const EXACT_NUMBER: &str = "\u{0}number:";
+
+/// A number held as text (money, fractional sequence numbers): carried through `Value` as a marked
+/// string and written as the bare number by [`body_text`], so no digit is lost to `f64`.
+fn exact_number(text: &str) -> Value {
+    Value::String(format!("{EXACT_NUMBER}{text}"))
+}
+
+/// The JSON text of `v`, with [`exact_number`] markers replaced by their numbers.
+fn body_text(v: &Value) -> String {
+    let text = v.to_string();
+    // serde_json writes U+0000 as `\u0000`.
+    const MARK: &str = "\"\\u0000number:";
+    if !text.contains(MARK) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(MARK) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + MARK.len()..];
+        let end = after.find('"').unwrap_or(after.len());
+        out.push_str(&after[..end]);
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A JSON answer with ConnectWise's media type.
+fn cw_json(code: u16, v: &Value) -> HttpResponse {
+    status(code).content_type(MEDIA_TYPE).body(body_text(v))
+}
+
 fn error(code: u16, cw_code: &str, message: &str) -> HttpResponse {
-    status(code).json(json!({"code": cw_code, "message": message}))
+    cw_json(code, &json!({"code": cw_code, "message": message}))
 }
 
 fn invalid(message: &str, field: &str) -> HttpResponse {
-    status(400).json(json!({
-        "code": "InvalidObject",
-        "message": message,
-        "errors": [{"code": "InvalidField", "message": message, "resource": "fake", "field": field}]
-    }))
+    cw_json(
+        400,
+        &json!({
+            "code": "InvalidObject",
+            "message": message,
+            "errors": [{"code": "InvalidField", "message": message, "resource": "fake", "field": field}]
+        }),
+    )
+}
+
+/// A 200 whose body is not JSON (a cut-off answer).
+fn unreadable() -> HttpResponse {
+    status(200).content_type(MEDIA_TYPE).body(r#"{"id": 1, "product": {"id"#)
+}
+
+/// 400 `InvalidObject` when the official document would refuse the request (paths it does not
+/// describe, such as the `count` endpoints, are left to the routes).
+fn refuse_if_invalid(ctx: &Ctx<'_>) -> Option<HttpResponse> {
+    if ctx.path.ends_with("/count") {
+        return None;
+    }
+    let contract = match Contract::official() {
+        Ok(c) => c,
+        Err(e) => return Some(error(500, "InternalServerError", &format!("fake-connectwise: {e}"))),
+    };
+    contract.find(ctx.method, ctx.path)?;
+    let parts = RequestParts {
+        method: ctx.method,
+        path: ctx.path,
+        query: ctx.query,
+        headers: ctx.headers,
+        body: ctx.body,
+        body_sent: ctx.raw_body_len > 0,
+    };
+    let violations: Vec<openapi::Violation> = match contract.check_request(&parts) {
+        Ok(_) => return None,
+        Err(v) => v.into_iter().filter(|v| v.refused).collect(),
+    };
+    if violations.is_empty() {
+        return None;
+    }
+    let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let errors: Vec<Value> =
+        violations.iter().map(|v| json!({"code": "InvalidField", "message": v.message, "resource": "request", "field": v.at})).collect();
+    Some(cw_json(400, &json!({"code": "InvalidObject", "message": message, "errors": errors})))
 }
 
 /// A body that fails immediately: the connection is dropped mid-response.
@@ -227,9 +328,13 @@ impl MessageBody for BrokenBody {
 fn fault_response(f: Fault) -> HttpResponse {
     match f {
         Fault::Status(code) => error(code, status_name(code), &format!("Injected fault: HTTP {code}")),
-        Fault::RateLimit { retry_after_secs } => status(429)
-            .insert_header(("Retry-After", retry_after_secs.to_string()))
-            .json(json!({"code": "TooManyRequests", "message": "Too many requests, retry later"})),
+        Fault::RateLimit { retry_after_secs } => {
+            let mut r = error(429, "TooManyRequests", "Too many requests, retry later");
+            if let Ok(v) = retry_after_secs.to_string().parse() {
+                r.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+            r
+        }
         Fault::CloseConnection => status(200).content_type("application/json").body(BrokenBody),
         Fault::Raw { status: code, headers, body } => {
             let mut b = status(code);
@@ -239,7 +344,8 @@ fn fault_response(f: Fault) -> HttpResponse {
             }
             b.body(body)
         }
-        Fault::Delay(_) => status(500).finish(), // handled by the caller
+        // Handled by the caller.
+        Fault::Delay(_) | Fault::AppliedButUnreadable | Fault::AppliedThenHang(_) => status(500).finish(),
     }
 }
 
@@ -347,6 +453,9 @@ struct Ctx<'a> {
     body: Option<&'a Value>,
     raw_body_len: usize,
     content_type: Option<String>,
+    headers: &'a [(String, String)],
+    /// Set when the request changed the fake's state.
+    applied: std::cell::Cell<bool>,
 }
 
 fn route_outside_api(ctx: &Ctx<'_>) -> HttpResponse {
@@ -405,33 +514,140 @@ const BOARD_FIELDS: &[&str] = &["id", "name", "inactiveflag"];
 const BOARD_ITEM_FIELDS: &[&str] = &["id", "name", "defaultflag"];
 const TICKET_FIELDS: &[&str] = &["id", "summary", "externalxref", "company/id", "board/id", "status/id", "team/id"];
 
+/// What a JSON record is, for its sparse form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Company,
+    Agreement,
+    Addition,
+    Board,
+    Team,
+    Status,
+    Type,
+    Subtype,
+    Ticket,
+}
+
+impl Kind {
+    fn of_board_list(segment: &str) -> Option<Kind> {
+        match segment {
+            "teams" => Some(Kind::Team),
+            "statuses" => Some(Kind::Status),
+            "types" => Some(Kind::Type),
+            "subtypes" => Some(Kind::Subtype),
+            _ => None,
+        }
+    }
+}
+
+fn set_null(v: &mut Value, key: &str) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_string(), Value::Null);
+    }
+}
+
+fn remove(v: &mut Value, keys: &[&str]) {
+    if let Some(o) = v.as_object_mut() {
+        for k in keys {
+            o.remove(*k);
+        }
+    }
+}
+
+/// `false` is ConnectWise's default for a flag: the sparse form sends `null` instead.
+fn null_if_false(v: &mut Value, key: &str) {
+    if v.get(key) == Some(&Value::Bool(false)) {
+        set_null(v, key);
+    }
+}
+
+/// The sparsest form the official schema allows for a full record the fake rendered (see the
+/// crate documentation for what keeps its value).
+fn sparse(kind: Kind, mut v: Value) -> Value {
+    let unmodelled = json!({"id": null});
+    remove(&mut v, &["_info"]);
+    match kind {
+        Kind::Company => {
+            if let Some(status) = v.get_mut("status") {
+                set_null(status, "id");
+            }
+            null_if_false(&mut v, "deletedFlag");
+        }
+        Kind::Agreement => {
+            if let Some(t) = v.get_mut("type") {
+                set_null(t, "id");
+            }
+            v["contact"] = unmodelled;
+            null_if_false(&mut v, "cancelledFlag");
+            null_if_false(&mut v, "prorateFlag");
+            remove(&mut v, &["startDate"]);
+        }
+        Kind::Addition => {
+            for key in ["billCustomer", "agreementId", "agreementStatus"] {
+                set_null(&mut v, key);
+            }
+            remove(&mut v, &["uom"]);
+            if v.get("description") == Some(&json!("")) {
+                remove(&mut v, &["description"]);
+            }
+        }
+        Kind::Board => {
+            v["location"] = unmodelled.clone();
+            v["department"] = unmodelled;
+            null_if_false(&mut v, "inactiveFlag");
+        }
+        Kind::Team => {
+            v["teamLeader"] = unmodelled;
+            null_if_false(&mut v, "defaultFlag");
+        }
+        Kind::Status | Kind::Type => null_if_false(&mut v, "defaultFlag"),
+        Kind::Subtype => null_if_false(&mut v, "inactiveFlag"),
+        Kind::Ticket => {}
+    }
+    v
+}
+
+/// A record as answered: full, or sparse when the fake is in sparse mode.
+fn present(ctx: &Ctx<'_>, kind: Kind, v: Value) -> Value {
+    if ctx.state.sparse.load(Ordering::SeqCst) { sparse(kind, v) } else { v }
+}
+
 fn route(ctx: &Ctx<'_>) -> HttpResponse {
     let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
     let id = |s: &str| s.parse::<i64>().ok();
     let m = ctx.method;
     let cat = || lock(&ctx.state.catalog);
+    let one = |kind: Kind, v: Value| cw_json(200, &present(ctx, kind, v));
     match segs.as_slice() {
-        ["system", "info"] if m == "GET" => status(200).json(json!({
-            "version": "v2025.1",
-            "isCloud": true,
-            "serverTimeZone": "Eastern Standard Time",
-            "licenseBits": [],
-            "cloudRegion": "NA"
-        })),
+        ["system", "info"] if m == "GET" => {
+            let info = if ctx.state.sparse.load(Ordering::SeqCst) {
+                json!({})
+            } else {
+                json!({
+                    "version": "v2025.1",
+                    "isCloud": true,
+                    "serverTimeZone": "Eastern Standard Time",
+                    "licenseBits": [{"name": "PSA", "activeFlag": true}],
+                    "cloudRegion": "NA",
+                    "maxWorkFlowRecordsAllowed": 1000
+                })
+            };
+            cw_json(200, &info)
+        }
         ["company", "companies"] if m == "GET" => {
             let items: Vec<Value> = {
                 let c = cat();
                 c.companies.values().map(company_json).collect()
             };
-            list(ctx, items, COMPANY_FIELDS)
+            list(ctx, items, COMPANY_FIELDS, Kind::Company)
         }
         ["company", "companies", "count"] if m == "GET" => {
             let items: Vec<Value> = cat().companies.values().map(company_json).collect();
             count(ctx, items, COMPANY_FIELDS)
         }
         ["company", "companies", cid] if m == "GET" => match id(cid) {
-            Some(cid) => match cat().companies.get(&cid) {
-                Some(c) => status(200).json(company_json(c)),
+            Some(cid) => match cat().companies.get(&cid).map(company_json) {
+                Some(c) => one(Kind::Company, c),
                 None => error(404, "NotFound", &format!("Company with id {cid} not found")),
             },
             None => invalid("Invalid company id", "id"),
@@ -441,7 +657,7 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
                 let c = cat();
                 c.agreements.values().map(|a| agreement_json(&c, a)).collect()
             };
-            list(ctx, items, AGREEMENT_FIELDS)
+            list(ctx, items, AGREEMENT_FIELDS, Kind::Agreement)
         }
         ["finance", "agreements", "count"] if m == "GET" => {
             let items: Vec<Value> = {
@@ -452,9 +668,12 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
         }
         ["finance", "agreements", aid] if m == "GET" => match id(aid) {
             Some(aid) => {
-                let c = cat();
-                match c.agreements.get(&aid) {
-                    Some(a) => status(200).json(agreement_json(&c, a)),
+                let found = {
+                    let c = cat();
+                    c.agreements.get(&aid).map(|a| agreement_json(&c, a))
+                };
+                match found {
+                    Some(a) => one(Kind::Agreement, a),
                     None => error(404, "NotFound", &format!("Agreement with id {aid} not found")),
                 }
             }
@@ -474,7 +693,7 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
                 })
             };
             match items {
-                Some(items) => list(ctx, items, ADDITION_FIELDS),
+                Some(items) => list(ctx, items, ADDITION_FIELDS, Kind::Addition),
                 None => error(404, "NotFound", &format!("Agreement with id {aid} not found")),
             }
         }
@@ -483,9 +702,12 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
                 return invalid("Invalid id", "id");
             };
             if m == "GET" {
-                let c = cat();
-                match c.additions.get(&xid).filter(|a| a.agreement_id == aid) {
-                    Some(a) => status(200).json(addition_json(&c, a)),
+                let found = {
+                    let c = cat();
+                    c.additions.get(&xid).filter(|a| a.agreement_id == aid).map(|a| addition_json(&c, a))
+                };
+                match found {
+                    Some(a) => one(Kind::Addition, a),
                     None => not_found_addition(aid, xid),
                 }
             } else {
@@ -494,38 +716,31 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
         }
         ["service", "boards"] if m == "GET" => {
             let items: Vec<Value> = cat().boards.values().map(board_json).collect();
-            list(ctx, items, BOARD_FIELDS)
+            list(ctx, items, BOARD_FIELDS, Kind::Board)
         }
         ["service", "boards", bid] if m == "GET" => match id(bid) {
-            Some(bid) => match cat().boards.get(&bid) {
-                Some(b) => status(200).json(board_json(b)),
+            Some(bid) => match cat().boards.get(&bid).map(board_json) {
+                Some(b) => one(Kind::Board, b),
                 None => error(404, "NotFound", &format!("Board with id {bid} not found")),
             },
             None => invalid("Invalid board id", "id"),
         },
-        ["service", "boards", bid, kind] if m == "GET" => {
+        ["service", "boards", bid, segment] if m == "GET" => {
             let Some(bid) = id(bid) else {
                 return invalid("Invalid board id", "id");
             };
-            let items: Option<Option<Vec<Value>>> = cat().boards.get(&bid).map(|b| {
-                let v = match *kind {
-                    "teams" => &b.teams,
-                    "statuses" => &b.statuses,
-                    "types" => &b.types,
-                    "subtypes" => &b.subtypes,
-                    _ => return None,
-                };
-                Some(v.iter().map(|(i, n, d)| json!({"id": i, "name": n, "defaultFlag": d})).collect())
-            });
+            let Some(kind) = Kind::of_board_list(segment) else {
+                return error(404, "NotFound", "Not found");
+            };
+            let items: Option<Vec<Value>> = cat().boards.get(&bid).map(|b| board_items_json(b, kind));
             match items {
-                Some(Some(items)) => list(ctx, items, BOARD_ITEM_FIELDS),
-                Some(None) => error(404, "NotFound", "Not found"),
+                Some(items) => list(ctx, items, BOARD_ITEM_FIELDS, kind),
                 None => error(404, "NotFound", &format!("Board with id {bid} not found")),
             }
         }
         ["service", "tickets"] if m == "GET" => {
             let items: Vec<Value> = cat().tickets.iter().map(public_ticket).collect();
-            list(ctx, items, TICKET_FIELDS)
+            list(ctx, items, TICKET_FIELDS, Kind::Ticket)
         }
         ["service", "tickets"] if m == "POST" => create_ticket(ctx),
         ["service", "tickets", tid] if m == "GET" => {
@@ -534,7 +749,7 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
             };
             let found = cat().tickets.iter().find(|t| t["id"].as_i64() == Some(tid)).map(public_ticket);
             match found {
-                Some(t) => status(200).json(t),
+                Some(t) => one(Kind::Ticket, t),
                 None => error(404, "NotFound", &format!("Ticket with id {tid} not found")),
             }
         }
@@ -542,7 +757,6 @@ fn route(ctx: &Ctx<'_>) -> HttpResponse {
         _ => error(404, "NotFound", "Not found"),
     }
 }
-
 fn is_known_path(segs: &[&str]) -> bool {
     matches!(
         segs,
@@ -601,8 +815,11 @@ fn patch_addition(ctx: &Ctx<'_>, aid: i64, xid: i64) -> HttpResponse {
     match c.additions.get_mut(&xid).filter(|a| a.agreement_id == aid) {
         Some(a) => {
             a.quantity = q;
+            ctx.applied.set(true);
             let a = a.clone();
-            status(200).json(addition_json(&c, &a))
+            let answer = addition_json(&c, &a);
+            drop(c);
+            cw_json(200, &present(ctx, Kind::Addition, answer))
         }
         None => not_found_addition(aid, xid),
     }
@@ -627,9 +844,9 @@ fn create_ticket(ctx: &Ctx<'_>) -> HttpResponse {
         return invalid("summary may not exceed 100 characters", "summary");
     }
     let xref = match body.get("externalXRef") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::String(s)) if s.chars().count() <= 100 => Some(s.clone()),
-        Some(_) => return invalid("externalXRef may not exceed 100 characters", "externalXRef"),
+        Some(_) => return invalid("externalXRef must be a string of at most 100 characters", "externalXRef"),
     };
     let mut c = lock(&ctx.state.catalog);
     let company = match ref_id(body, "company").and_then(|id| c.companies.get(&id)) {
@@ -641,11 +858,11 @@ fn create_ticket(ctx: &Ctx<'_>) -> HttpResponse {
     };
     let pick = |key: &str, items: &[(i64, String, bool)], use_default: bool| match ref_id(body, key) {
         Some(id) => match items.iter().find(|(i, _, _)| *i == id) {
-            Some((i, n, _)) => Ok(json!({"id": i, "name": n})),
+            Some((i, n, _)) => Ok(Some(json!({"id": i, "name": n}))),
             None => Err((format!("{key} {id} does not belong to board {}", board.id), key.to_string())),
         },
-        None if use_default => Ok(items.iter().find(|(_, _, d)| *d).map(|(i, n, _)| json!({"id": i, "name": n})).unwrap_or(Value::Null)),
-        None => Ok(Value::Null),
+        None if use_default => Ok(items.iter().find(|(_, _, d)| *d).map(|(i, n, _)| json!({"id": i, "name": n}))),
+        None => Ok(None),
     };
     let status_v = match pick("status", &board.statuses, true) {
         Ok(v) => v,
@@ -666,21 +883,25 @@ fn create_ticket(ctx: &Ctx<'_>) -> HttpResponse {
     let board_v = json!({"id": board.id, "name": board.name});
     let id = c.next_ticket_id;
     c.next_ticket_id += 1;
-    let stored = json!({
-        "id": id,
-        "summary": summary,
-        "externalXRef": xref,
-        "company": company,
-        "board": board_v,
-        "status": status_v,
-        "team": team,
-        "type": type_v,
-        "subType": subtype,
-        "initialDescription": body.get("initialDescription").cloned().unwrap_or(Value::Null),
-    });
+    // Absent references and texts are left out: the schema allows no `null` for them.
+    let mut stored = json!({"id": id, "summary": summary, "company": company, "board": board_v});
+    let optional = [
+        ("externalXRef", xref.map(Value::String)),
+        ("status", status_v),
+        ("team", team),
+        ("type", type_v),
+        ("subType", subtype),
+        ("initialDescription", body.get("initialDescription").cloned()),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            stored[key] = v;
+        }
+    }
     let public = public_ticket(&stored);
     c.tickets.push(stored);
-    status(201).json(public)
+    drop(c);
+    cw_json(201, &present(ctx, Kind::Ticket, public))
 }
 
 fn public_ticket(t: &Value) -> Value {
@@ -713,48 +934,96 @@ fn company_json(c: &FakeCompany) -> Value {
     })
 }
 
+/// ConnectWise sends date-times: a bare `YYYY-MM-DD` the fake was given is served at midnight UTC.
+fn date_time(d: &str) -> String {
+    if d.len() == 10 { format!("{d}T00:00:00Z") } else { d.to_string() }
+}
+
 fn agreement_json(cat: &Catalog, a: &FakeAgreement) -> Value {
     let company = match cat.companies.get(&a.company_id) {
         Some(c) => json!({"id": c.id, "identifier": c.identifier, "name": c.name}),
         None => json!({"id": a.company_id}),
     };
-    json!({
+    let mut v = json!({
         "id": a.id,
         "name": a.name,
         "type": {"id": 1, "name": "Managed Services"},
         "company": company,
+        "contact": {"id": 1, "name": "Billing Contact"},
         "agreementStatus": a.status,
         "cancelledFlag": a.cancelled_flag,
         "startDate": "2025-01-01T00:00:00Z",
-        "nextInvoiceDate": a.next_invoice_date,
         "prorateFlag": false,
         "_info": {"lastUpdated": "2026-01-01T00:00:00Z"}
-    })
+    });
+    if let Some(d) = &a.next_invoice_date {
+        v["nextInvoiceDate"] = json!(d);
+    }
+    v
 }
 
 fn addition_json(cat: &Catalog, a: &FakeAddition) -> Value {
     let agreement_status = cat.agreements.get(&a.agreement_id).map(|g| g.status.clone());
-    json!({
+    let amount = |t: &Option<String>| t.as_deref().map(exact_number).unwrap_or(Value::Null);
+    let sequence = match &a.sequence_number_text {
+        Some(t) => exact_number(t),
+        None => json!(a.sequence_number),
+    };
+    let mut v = json!({
         "id": a.id,
         "product": {"id": a.product_id, "identifier": a.product_identifier},
         "quantity": a.quantity,
-        "lessIncluded": 0,
-        "unitPrice": 10.0,
-        "unitCost": 5.0,
+        "lessIncluded": amount(&a.less_included),
+        "unitPrice": amount(&a.unit_price),
+        "unitCost": amount(&a.unit_cost),
         "billCustomer": "Billable",
-        "effectiveDate": a.effective_date,
-        "cancelledDate": a.cancelled_date,
-        "sequenceNumber": a.sequence_number,
+        "sequenceNumber": sequence,
         "agreementId": a.agreement_id,
         "agreementStatus": agreement_status,
         "description": a.description,
         "uom": "Each",
         "_info": {"lastUpdated": "2026-01-01T00:00:00Z", "updatedBy": "fake"}
-    })
+    });
+    // Non-nullable date-times: left out when not set.
+    if let Some(d) = &a.effective_date {
+        v["effectiveDate"] = json!(date_time(d));
+    }
+    if let Some(d) = &a.cancelled_date {
+        v["cancelledDate"] = json!(date_time(d));
+    }
+    v
 }
 
 fn board_json(b: &FakeBoard) -> Value {
-    json!({"id": b.id, "name": b.name, "inactiveFlag": false})
+    json!({
+        "id": b.id,
+        "name": b.name,
+        "location": {"id": 1, "name": "Main"},
+        "department": {"id": 1, "identifier": "Services", "name": "Services"},
+        "inactiveFlag": false
+    })
+}
+
+/// A board's teams, statuses, types or subtypes in ConnectWise's shapes (`BoardSubType` has no
+/// `defaultFlag`; `BoardTeam` requires a `teamLeader`).
+fn board_items_json(b: &FakeBoard, kind: Kind) -> Vec<Value> {
+    let items = match kind {
+        Kind::Team => &b.teams,
+        Kind::Status => &b.statuses,
+        Kind::Type => &b.types,
+        _ => &b.subtypes,
+    };
+    items
+        .iter()
+        .map(|(id, name, default)| match kind {
+            Kind::Team => json!({
+                "id": id, "name": name, "defaultFlag": default, "boardId": b.id,
+                "teamLeader": {"id": 1, "identifier": "lead", "name": "Team Lead"}
+            }),
+            Kind::Subtype => json!({"id": id, "name": name, "inactiveFlag": false, "board": {"id": b.id, "name": b.name}}),
+            _ => json!({"id": id, "name": name, "defaultFlag": default, "board": {"id": b.id, "name": b.name}}),
+        })
+        .collect()
 }
 
 struct ListQuery {
@@ -803,10 +1072,11 @@ fn count(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
         Some(e) => items.iter().filter(|i| conditions::eval(e, i)).count(),
         None => items.len(),
     };
-    status(200).json(json!({"count": n}))
+    cw_json(200, &json!({"count": n}))
 }
 
-fn list(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
+/// One page of `items` (full records: conditions see every field), each presented as `kind`.
+fn list(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str], kind: Kind) -> HttpResponse {
     let q = match parse_list_query(ctx, allowed) {
         Ok(q) => q,
         Err((msg, field)) => return invalid(&msg, field),
@@ -819,7 +1089,7 @@ fn list(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
     let last_page = total.div_ceil(q.page_size).max(1);
     let start = (q.page - 1).saturating_mul(q.page_size).min(total);
     let end = start.saturating_add(q.page_size).min(total);
-    let page: Vec<Value> = filtered[start..end].to_vec();
+    let page: Vec<Value> = filtered[start..end].iter().map(|v| present(ctx, kind, v.clone())).collect();
 
     let site = ctx.state.site_url.get().cloned().unwrap_or_default();
     let link_for = |p: usize| {
@@ -840,5 +1110,9 @@ fn list(ctx: &Ctx<'_>, items: Vec<Value>, allowed: &[&str]) -> HttpResponse {
     }
     links.push(format!("{}; rel=\"first\"", link_for(1)));
     links.push(format!("{}; rel=\"last\"", link_for(last_page)));
-    status(200).insert_header(("Link", links.join(", "))).json(Value::Array(page))
+    let mut r = cw_json(200, &Value::Array(page));
+    if let Ok(v) = links.join(", ").parse() {
+        r.headers_mut().insert(actix_web::http::header::LINK, v);
+    }
+    r
 }

@@ -242,9 +242,16 @@ async fn boards_and_tickets() {
     seed(&fake);
     let api = Api::new(&fake);
     let (_, _, boards) = api.get("/service/boards").await;
-    assert_eq!(boards, json!([{"id": 3, "name": "Billing", "inactiveFlag": false}]));
+    assert_eq!(
+        (boards[0]["id"].clone(), boards[0]["name"].clone(), boards[0]["inactiveFlag"].clone()),
+        (json!(3), json!("Billing"), json!(false))
+    );
+    assert!(boards[0]["location"].is_object() && boards[0]["department"].is_object(), "required by the schema");
     let (_, _, statuses) = api.get("/service/boards/3/statuses").await;
-    assert_eq!(statuses[0], json!({"id": 31, "name": "New", "defaultFlag": true}));
+    assert_eq!(
+        (statuses[0]["id"].clone(), statuses[0]["name"].clone(), statuses[0]["defaultFlag"].clone()),
+        (json!(31), json!("New"), json!(true))
+    );
     let (s, _, _) = api.get("/service/boards/3/nonsense").await;
     assert_eq!(s, 404);
 
@@ -462,4 +469,212 @@ async fn many_patches_stay_fast() {
     assert_eq!(fake.request_count(), 4000);
     assert_eq!(fake.max_concurrent_per_addition(), 1);
     assert_eq!(fake.addition_quantity(199 * 1000 + 9), Some(1999));
+}
+
+#[tokio::test]
+async fn answers_with_connectwise_media_type_and_no_forbidden_nulls() {
+    let fake = FakeConnectWise::start(FakeConfig::default()).await;
+    seed(&fake);
+    let api = Api::new(&fake);
+    for path in ["/system/info", "/company/companies", "/finance/agreements/10", "/finance/agreements/10/additions/100", "/nope"] {
+        let r = api.req(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "application/vnd.connectwise.com+json; version=2025.8", "{path}");
+    }
+    // Unset dates and an unset next invoice date are left out, not null; required objects are there.
+    let (_, _, agreement) = api.get("/finance/agreements/10").await;
+    assert!(agreement.get("nextInvoiceDate").is_none(), "{agreement}");
+    assert!(agreement["contact"].is_object());
+    let (_, _, addition) = api.get("/finance/agreements/10/additions/100").await;
+    assert!(addition.get("effectiveDate").is_none() && addition.get("cancelledDate").is_none(), "{addition}");
+    let (_, _, teams) = api.get("/service/boards/3/teams").await;
+    assert!(teams[0]["teamLeader"].is_object());
+    let (_, _, subtypes) = api.get("/service/boards/3/subtypes").await;
+    assert!(subtypes.as_array().unwrap().iter().all(|s| s.get("defaultFlag").is_none()), "BoardSubType has no defaultFlag");
+    let (s, t) =
+        api.send_json(reqwest::Method::POST, "/service/tickets", &json!({"summary": "s", "company": {"id": 1}, "board": {"id": 3}})).await;
+    assert_eq!(s, 201);
+    for key in ["externalXRef", "team", "type", "subType"] {
+        assert!(t.get(key).is_none(), "{key} left out, not null: {t}");
+    }
+    assert_eq!(t["status"]["id"], 31, "the board's default status");
+}
+
+#[tokio::test]
+async fn sparse_mode_sends_null_wherever_the_schema_allows_and_keeps_the_data() {
+    let fake = FakeConnectWise::start(FakeConfig { sparse: true, ..FakeConfig::default() }).await;
+    seed(&fake);
+    let api = Api::new(&fake);
+    assert!(fake.is_sparse());
+    // Conditions see the full record: the non-deleted companies are found although their flag is null.
+    let (_, _, companies) = api.get("/company/companies?conditions=deletedFlag%3Dfalse").await;
+    let companies = companies.as_array().unwrap().clone();
+    assert_eq!(companies.len(), 2);
+    assert_eq!(companies[0]["deletedFlag"], Value::Null);
+    assert_eq!(companies[0]["status"], json!({"id": null, "name": "Active"}));
+    let (_, _, agreement) = api.get("/finance/agreements/10").await;
+    assert_eq!((agreement["cancelledFlag"].clone(), agreement["contact"].clone()), (Value::Null, json!({"id": null})));
+    assert_eq!((agreement["company"]["id"].clone(), agreement["agreementStatus"].clone()), (json!(1), json!("Active")));
+    let (_, _, addition) = api.get("/finance/agreements/10/additions/100").await;
+    for key in ["billCustomer", "agreementId", "agreementStatus"] {
+        assert_eq!(addition[key], Value::Null, "{key}: {addition}");
+    }
+    assert_eq!((addition["quantity"].clone(), addition["product"]["id"].clone()), (json!(5), json!(7)));
+    let (_, _, boards) = api.get("/service/boards").await;
+    assert_eq!((boards[0]["inactiveFlag"].clone(), boards[0]["location"].clone()), (Value::Null, json!({"id": null})));
+    let (_, _, statuses) = api.get("/service/boards/3/statuses").await;
+    assert_eq!((statuses[0]["defaultFlag"].clone(), statuses[1]["defaultFlag"].clone()), (json!(true), Value::Null));
+    let (_, _, info) = api.get("/system/info").await;
+    assert_eq!(info, json!({}));
+    fake.set_sparse(false);
+    let (_, _, addition) = api.get("/finance/agreements/10/additions/100").await;
+    assert_eq!(addition["billCustomer"], "Billable");
+}
+
+#[tokio::test]
+async fn money_and_fractional_sequence_numbers_are_served_verbatim() {
+    let fake = FakeConnectWise::start(FakeConfig::default()).await;
+    seed(&fake);
+    fake.add_addition(
+        FakeAddition::new(101, 10, 8, 3)
+            .with_unit_price(Some("12345678.123456789012345"))
+            .with_unit_cost(Some("0.1"))
+            .with_less_included(None)
+            .with_sequence_number_text(Some("2.5")),
+    );
+    let api = Api::new(&fake);
+    let text = api.req(reqwest::Method::GET, "/finance/agreements/10/additions/101").send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#""unitPrice":12345678.123456789012345"#), "{text}");
+    assert!(text.contains(r#""unitCost":0.1"#) && text.contains(r#""lessIncluded":null"#), "{text}");
+    assert!(text.contains(r#""sequenceNumber":2.5"#), "{text}");
+    let stored = fake.addition(101).unwrap();
+    assert_eq!(stored.unit_price.as_deref(), Some("12345678.123456789012345"));
+}
+
+#[test]
+#[should_panic(expected = "is not a JSON number")]
+fn money_setters_refuse_text_that_is_not_a_number() {
+    let _ = FakeAddition::new(1, 1, 1, 1).with_unit_price(Some("12,50"));
+}
+
+#[tokio::test]
+async fn refuses_what_the_official_schema_refuses() {
+    let fake = FakeConnectWise::start(FakeConfig::default()).await;
+    seed(&fake);
+    let api = Api::new(&fake);
+    // Path and query parameters are int32.
+    for path in ["/finance/agreements/3000000000/additions/100", "/company/companies?page=abc", "/company/companies?pageSize=99999999999"] {
+        let (s, _, body) = api.get(path).await;
+        assert_eq!((s, body["code"].as_str()), (400, Some("InvalidObject")), "{path}: {body}");
+    }
+    let post = reqwest::Method::POST;
+    for bad in [
+        json!({"summary": "s", "company": {"id": 1}, "board": {"id": 3}, "externalXRef": null}),
+        json!({"summary": "s", "company": {"id": 1}, "board": {"id": 3}, "team": 31}),
+        json!({"summary": "s", "company": {"id": 1}, "board": {"id": 3}, "initialDescription": 5}),
+        json!({"summary": "s", "company": {"id": "1"}, "board": {"id": 3}}),
+        json!({"company": {"id": 1}, "board": {"id": 3}}),
+        json!(["not", "an", "object"]),
+    ] {
+        let (s, body) = api.send_json(post.clone(), "/service/tickets", &bad).await;
+        assert_eq!((s, body["code"].as_str()), (400, Some("InvalidObject")), "{bad}: {body}");
+        assert!(body["errors"][0]["field"].is_string(), "{body}");
+    }
+    assert!(fake.tickets().is_empty());
+    let r = api
+        .req(reqwest::Method::PATCH, "/finance/agreements/10/additions/100")
+        .header("Content-Type", "application/json")
+        .body("[{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "a body that is not JSON");
+    // The documented quirk: a number for `quantity` is accepted.
+    let (s, _) = api
+        .send_json(
+            reqwest::Method::PATCH,
+            "/finance/agreements/10/additions/100",
+            &json!([{"op": "replace", "path": "quantity", "value": 6}]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Paths outside the document (count endpoints) still work.
+    assert_eq!(api.get("/company/companies/count").await.0, 200);
+}
+
+#[tokio::test]
+async fn applied_but_unreadable_changes_the_addition_and_answers_non_json() {
+    let fake = FakeConnectWise::start(FakeConfig::default()).await;
+    seed(&fake);
+    let api = Api::new(&fake);
+    fake.inject(FaultRule {
+        method: Some("PATCH".into()),
+        path_contains: Some("/additions/100".into()),
+        fault: Fault::AppliedButUnreadable,
+        times: 1,
+    });
+    let r = api
+        .req(reqwest::Method::PATCH, "/finance/agreements/10/additions/100")
+        .header("Content-Type", "application/json")
+        .body(json!([{"op": "replace", "path": "quantity", "value": 42}]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "not JSON: {text}");
+    assert_eq!(fake.addition_quantity(100), Some(42), "applied");
+    assert_eq!(fake.patch_count(), 1);
+    // A refused PATCH under the same fault is answered as usual and changes nothing.
+    fake.inject(FaultRule { method: Some("PATCH".into()), path_contains: None, fault: Fault::AppliedButUnreadable, times: 1 });
+    let (s, _) = api
+        .send_json(
+            reqwest::Method::PATCH,
+            "/finance/agreements/10/additions/999",
+            &json!([{"op": "replace", "path": "quantity", "value": 1}]),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(fake.patch_count(), 1);
+}
+
+#[tokio::test]
+async fn applied_then_hang_changes_the_addition_before_the_client_gives_up() {
+    let fake = FakeConnectWise::start(FakeConfig::default()).await;
+    seed(&fake);
+    let api = Api::new(&fake);
+    fake.inject(FaultRule {
+        method: Some("PATCH".into()),
+        path_contains: Some("/additions/100".into()),
+        fault: Fault::AppliedThenHang(Duration::from_secs(30)),
+        times: 1,
+    });
+    let r = api
+        .req(reqwest::Method::PATCH, "/finance/agreements/10/additions/100")
+        .header("Content-Type", "application/json")
+        .body(json!([{"op": "replace", "path": "quantity", "value": 77}]).to_string())
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(r.unwrap_err().is_timeout());
+    assert_eq!(fake.addition_quantity(100), Some(77), "the change was made before the hang");
+    // The fake notices the hang-up and records the applied request as 499.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.request_count() == 0 {
+        assert!(Instant::now() < deadline, "the abandoned request was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rec = &fake.requests()[0];
+    assert_eq!((rec.status, rec.applied), (499, true));
+    assert_eq!(fake.patch_count(), 1);
+}
+
+#[tokio::test]
+async fn quantity_set_by_hand_is_served() {
+    let fake = FakeConnectWise::start(FakeConfig::default()).await;
+    seed(&fake);
+    fake.set_addition_quantity(100, 9);
+    fake.set_addition_quantity(12345, 9); // absent: no-op
+    let (_, _, a) = Api::new(&fake).get("/finance/agreements/10/additions/100").await;
+    assert_eq!(a["quantity"], 9);
+    assert_eq!(fake.patch_count(), 0, "not a PATCH");
 }

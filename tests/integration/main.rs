@@ -15,5 +15,6 @@ mod reliability;
 mod schema;
 mod security;
 mod settings;
+mod sparse_connectwise;
 mod sqlite_core_flow;
 mod sync;

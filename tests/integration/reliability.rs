@@ -103,6 +103,7 @@ async fn seed_tenant(app: &TestApp, t: i64, period: &domain::Period) -> (String,
                 cancelled_date: None,
                 effective_date: None,
                 description: "fault matrix".into(),
+                ..FakeAddition::default()
             });
         }
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use integration_tests::*;
 use serde_json::{Value, json};
 
-const CREATE: &str = "mutation($i: ProductMappingInput!) { createProductMapping(input: $i) { productMapping { id version cwAdditionId } userErrors { code field message } } }";
+pub(crate) const CREATE: &str = "mutation($i: ProductMappingInput!) { createProductMapping(input: $i) { productMapping { id version cwAdditionId } userErrors { code field message } } }";
 const UPDATE: &str = "mutation($id: ID!, $i: ProductMappingInput!, $v: Int!) { updateProductMapping(id: $id, input: $i, expectedVersion: $v) { productMapping { id version interval } userErrors { code field } } }";
 const SAVE: &str = "mutation($c: ID!, $m: [ProductMappingInput!]!) { saveProductMappings(customerId: $c, mappings: $m) { productMappings { id cwAdditionId usage interval } userErrors { code field message } } }";
 const RECORD: &str = "mutation($s: [ConsumptionSampleInput!]!) { recordConsumption(samples: $s) { result { accepted inserted updated unchanged staleMappings } userErrors { code field message } } }";
@@ -17,16 +17,16 @@ const PUSHES: &str = "query($r: ID) { pushes(syncRunId: $r, first: 100) { edges 
 const PREVIEW: &str = "query($p: Period!) { consumptionPreview(period: $p) { productMapping { cwAdditionId } value quantity method sampleDays fallback skipReason } }";
 
 /// What reaches ConnectWise per addition (see [`month_of_consumption`]).
-const EXPECTED: [(i64, i64); 5] = [(9001, 11), (9002, 8), (9003, 42), (9004, 121), (9030, 5)];
+pub(crate) const EXPECTED: [(i64, i64); 5] = [(9001, 11), (9002, 8), (9003, 42), (9004, 121), (9030, 5)];
 
-fn codes(payload: &Value) -> Vec<(String, Value)> {
+pub(crate) fn codes(payload: &Value) -> Vec<(String, Value)> {
     payload["userErrors"]
         .as_array()
         .map(|errs| errs.iter().map(|e| (e["code"].as_str().unwrap_or("").to_string(), e["field"].clone())).collect())
         .unwrap_or_default()
 }
 
-async fn pushes(app: &TestApp, run: &str) -> HashMap<i64, Value> {
+pub(crate) async fn pushes(app: &TestApp, run: &str) -> HashMap<i64, Value> {
     let d = app.gql_ok(&token("acme", &["viewer"]), PUSHES, json!({"r": run})).await;
     d["pushes"]["edges"]
         .as_array()
@@ -34,7 +34,7 @@ async fn pushes(app: &TestApp, run: &str) -> HashMap<i64, Value> {
         .unwrap_or_default()
 }
 
-async fn start_run(app: &TestApp, period: &str, dry_run: bool) -> String {
+pub(crate) async fn start_run(app: &TestApp, period: &str, dry_run: bool) -> String {
     let r = app.gql_ok(&token("acme", &["operator"]), RUN, json!({"p": period, "d": dry_run})).await;
     assert_eq!(r["runMonthlySync"]["userErrors"], json!([]), "{r}");
     r["runMonthlySync"]["syncRun"]["id"].as_str().expect("run id").to_string()
@@ -90,7 +90,7 @@ async fn mappings_with_validation(app: &TestApp, c1: &str) {
 }
 
 /// Both customers' mappings (all four methods) and one month of samples, after a rejected batch.
-async fn month_of_consumption(app: &TestApp, c1: &str, c2: &str) {
+pub(crate) async fn month_of_consumption(app: &TestApp, c1: &str, c2: &str) {
     let (period, last) = app.closed_period();
     let op = token("acme", &["operator"]);
     let save = |c: &str, m: Vec<Value>| {

@@ -521,6 +521,7 @@ impl TestApp {
                 cancelled_date: ad.cancelled_date.clone(),
                 effective_date: Some("2026-01-01T00:00:00Z".into()),
                 description: ad.description.clone(),
+                ..FakeAddition::default()
             });
         }
         self.fake.add_board(FakeBoard {

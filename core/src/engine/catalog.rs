@@ -33,6 +33,18 @@ pub(crate) fn cw_date(s: Option<&str>) -> Option<NaiveDate> {
     domain::parse_day(s.get(..10)?).ok()
 }
 
+/// An addition's sequence number as the catalog keeps it: `(whole part, exact text when it is not
+/// whole)`. ConnectWise declares it a double: `2.0` is stored as 2; `2.5` as 2 with `"2.5"`, which
+/// the mapping rules refuse to resolve (a sequence number names an addition only when whole); none
+/// as 0.
+fn stored_sequence(a: &connectwise::Addition) -> (i64, Option<String>) {
+    match &a.sequence_number {
+        None => (0, None),
+        Some(n) if n.is_whole() => (n.as_whole().unwrap_or(0), None),
+        Some(n) => (n.whole_part().unwrap_or(0), Some(n.as_str().to_string())),
+    }
+}
+
 fn kind_name(kind: BoardItemKind) -> &'static str {
     match kind {
         BoardItemKind::Teams => "TEAM",
@@ -58,7 +70,7 @@ async fn fetch(deps: &EngineDeps, tenant_id: i64, client: &CwClient) -> Result<F
     let agreements = client.list_agreements().await?;
     // Owned inputs and named async fns (not closures over borrowed iterators) keep this future
     // `Send`, which job runners need.
-    let agreement_ids: Vec<i64> = agreements.iter().map(|a| a.id).collect();
+    let agreement_ids: Vec<i64> = agreements.iter().filter_map(|a| a.id).collect();
     let additions: Vec<Vec<(i64, connectwise::Addition)>> = futures::stream::iter(agreement_ids)
         .map(|agreement_id| additions_of(deps, client, tenant_id, agreement_id))
         .buffer_unordered(CONCURRENCY)
@@ -66,7 +78,7 @@ async fn fetch(deps: &EngineDeps, tenant_id: i64, client: &CwClient) -> Result<F
         .await?;
     deps.rate.acquire(tenant_id).await;
     let boards = client.list_boards().await?;
-    let lists: Vec<(i64, BoardItemKind)> = boards.iter().flat_map(|b| BoardItemKind::ALL.map(|k| (b.id, k))).collect();
+    let lists: Vec<(i64, BoardItemKind)> = boards.iter().filter_map(|b| b.id).flat_map(|id| BoardItemKind::ALL.map(|k| (id, k))).collect();
     let items: Vec<Vec<(i64, BoardItemKind, connectwise::BoardItem)>> = futures::stream::iter(lists)
         .map(|(board_id, kind)| board_items_of(deps, client, tenant_id, board_id, kind))
         .buffer_unordered(CONCURRENCY)
@@ -141,12 +153,17 @@ pub async fn refresh_catalog(deps: &EngineDeps, tenant_id: i64, actor: &str) -> 
 async fn store(deps: &EngineDeps, tenant_id: i64, actor: &str, f: Fetched) -> Result<CatalogReport, DbErr> {
     let now = deps.clock.now();
     // Keyed maps drop duplicates a record moving between pages could cause (primary keys).
-    let companies: BTreeMap<i64, connectwise::Company> = f.companies.into_iter().filter(|c| !c.deleted_flag).map(|c| (c.id, c)).collect();
-    let agreements: BTreeMap<i64, connectwise::Agreement> = f.agreements.into_iter().map(|a| (a.id, a)).collect();
-    let additions: BTreeMap<i64, (i64, connectwise::Addition)> = f.additions.into_iter().map(|(ag, a)| (a.id, (ag, a))).collect();
-    let boards: BTreeMap<i64, connectwise::Board> = f.boards.into_iter().map(|b| (b.id, b)).collect();
+    // Records without an id (optional in ConnectWise's schema) cannot be referred to: skipped, as
+    // are agreements whose company id is null (they cannot be matched to a customer).
+    let companies: BTreeMap<i64, connectwise::Company> =
+        f.companies.into_iter().filter(|c| !c.is_deleted()).filter_map(|c| Some((c.id?, c))).collect();
+    let agreements: BTreeMap<i64, (i64, connectwise::Agreement)> =
+        f.agreements.into_iter().filter_map(|a| Some((a.id?, (a.company.id?, a)))).collect();
+    let additions: BTreeMap<i64, (i64, connectwise::Addition)> =
+        f.additions.into_iter().filter_map(|(ag, a)| Some((a.id?, (ag, a)))).collect();
+    let boards: BTreeMap<i64, connectwise::Board> = f.boards.into_iter().filter_map(|b| Some((b.id?, b))).collect();
     let items: BTreeMap<(i64, &'static str, i64), connectwise::BoardItem> =
-        f.items.into_iter().map(|(b, k, i)| ((b, kind_name(k), i.id), i)).collect();
+        f.items.into_iter().filter_map(|(b, k, i)| Some(((b, kind_name(k), i.id?), i))).collect();
 
     let txn = sql::begin_write(&deps.db).await?;
     for table in ["cw_companies", "cw_agreements", "cw_additions", "cw_boards", "cw_board_items"] {
@@ -168,30 +185,31 @@ async fn store(deps: &EngineDeps, tenant_id: i64, actor: &str, f: Fetched) -> Re
 
     let rows = RowSet::new()
         .col("id", Col::I64(agreements.keys().copied().collect()))
-        .col("company_id", Col::I64(agreements.values().map(|a| a.company.id).collect()))
-        .col("name", Col::Text(agreements.values().map(|a| a.name.clone()).collect()))
-        .col("type_name", Col::OptText(agreements.values().map(|a| a.type_.as_ref().and_then(|t| t.name.clone())).collect()))
+        .col("company_id", Col::I64(agreements.values().map(|(company, _)| *company).collect()))
+        .col("name", Col::Text(agreements.values().map(|(_, a)| a.name.clone()).collect()))
+        .col("type_name", Col::OptText(agreements.values().map(|(_, a)| a.type_.as_ref().and_then(|t| t.name.clone())).collect()))
         .col(
             "status",
             Col::Text(
                 agreements
                     .values()
-                    .map(|a| {
-                        a.agreement_status.clone().unwrap_or_else(|| if a.cancelled_flag { "Cancelled".into() } else { "Unknown".into() })
+                    .map(|(_, a)| {
+                        a.agreement_status.clone().unwrap_or_else(|| if a.is_cancelled() { "Cancelled".into() } else { "Unknown".into() })
                     })
                     .collect(),
             ),
         )
-        .col("cancelled_flag", Col::Bool(agreements.values().map(|a| a.cancelled_flag).collect()))
-        .col("start_date", Col::OptDate(agreements.values().map(|a| cw_date(a.start_date.as_deref())).collect()))
-        .col("end_date", Col::OptDate(agreements.values().map(|a| cw_date(a.end_date.as_deref())).collect()))
-        .col("next_invoice_date", Col::OptDate(agreements.values().map(|a| cw_date(a.next_invoice_date.as_deref())).collect()));
+        .col("cancelled_flag", Col::Bool(agreements.values().map(|(_, a)| a.is_cancelled()).collect()))
+        .col("start_date", Col::OptDate(agreements.values().map(|(_, a)| cw_date(a.start_date.as_deref())).collect()))
+        .col("end_date", Col::OptDate(agreements.values().map(|(_, a)| cw_date(a.end_date.as_deref())).collect()))
+        .col("next_invoice_date", Col::OptDate(agreements.values().map(|(_, a)| cw_date(a.next_invoice_date.as_deref())).collect()));
     sql::insert_rows(&txn, "cw_agreements", &rows, &consts, "").await?;
 
     let rows = RowSet::new()
         .col("id", Col::I64(additions.keys().copied().collect()))
         .col("agreement_id", Col::I64(additions.values().map(|(ag, a)| a.agreement_id.unwrap_or(*ag)).collect()))
-        .col("sequence_number", Col::I64(additions.values().map(|(_, a)| a.sequence_number.unwrap_or(0)).collect()))
+        .col("sequence_number", Col::I64(additions.values().map(|(_, a)| stored_sequence(a).0).collect()))
+        .col("fractional_sequence_number", Col::OptText(additions.values().map(|(_, a)| stored_sequence(a).1).collect()))
         .col("product_id", Col::OptI64(additions.values().map(|(_, a)| a.product_id()).collect()))
         .col(
             "product_identifier",
@@ -207,7 +225,7 @@ async fn store(deps: &EngineDeps, tenant_id: i64, actor: &str, f: Fetched) -> Re
     let rows = RowSet::new()
         .col("id", Col::I64(boards.keys().copied().collect()))
         .col("name", Col::Text(boards.values().map(|b| b.name.clone()).collect()))
-        .col("inactive", Col::Bool(boards.values().map(|b| b.inactive_flag).collect()));
+        .col("inactive", Col::Bool(boards.values().map(|b| b.is_inactive()).collect()));
     sql::insert_rows(&txn, "cw_boards", &rows, &consts, "").await?;
 
     let rows = RowSet::new()
@@ -215,7 +233,7 @@ async fn store(deps: &EngineDeps, tenant_id: i64, actor: &str, f: Fetched) -> Re
         .col("kind", Col::Text(items.keys().map(|k| k.1.to_string()).collect()))
         .col("id", Col::I64(items.keys().map(|k| k.2).collect()))
         .col("name", Col::Text(items.values().map(|i| i.name.clone()).collect()))
-        .col("default_flag", Col::Bool(items.values().map(|i| i.default_flag).collect()));
+        .col("default_flag", Col::Bool(items.values().map(|i| i.is_default()).collect()));
     sql::insert_rows(&txn, "cw_board_items", &rows, &[("tenant_id", tenant_id.into())], "").await?;
 
     sql::exec(&txn, "UPDATE cw_settings SET catalog_refreshed_at = $2 WHERE tenant_id = $1", vec![tenant_id.into(), now.into()]).await?;
@@ -258,5 +276,15 @@ mod tests {
         assert_eq!(cw_date(Some("")), None);
         assert_eq!(cw_date(Some("soon")), None);
         assert_eq!(cw_date(None), None);
+    }
+
+    #[test]
+    fn sequence_numbers_as_stored() {
+        let with = |seq: Option<&str>| connectwise::Addition { sequence_number: seq.map(|s| s.parse().unwrap()), ..Default::default() };
+        assert_eq!(stored_sequence(&with(Some("2"))), (2, None));
+        assert_eq!(stored_sequence(&with(Some("2.0"))), (2, None));
+        assert_eq!(stored_sequence(&with(Some("2.5"))), (2, Some("2.5".into())));
+        assert_eq!(stored_sequence(&with(Some("1e30"))), (0, Some("1e30".into())));
+        assert_eq!(stored_sequence(&with(None)), (0, None));
     }
 }

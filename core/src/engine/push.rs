@@ -149,7 +149,7 @@ async fn prepare(deps: &EngineDeps, p: &push::Model, context: &ClaimContext, cal
                     return Ok(decided(verdict, e.status, calls));
                 }
                 Ok(resp) => {
-                    let status = if resp.body.deleted_flag {
+                    let status = if resp.body.is_deleted() {
                         "Deleted".to_string()
                     } else {
                         resp.body.status.as_ref().and_then(|s| s.name.clone()).unwrap_or_default()
@@ -184,7 +184,7 @@ async fn prepare(deps: &EngineDeps, p: &push::Model, context: &ClaimContext, cal
     };
     let held = resp.body.quantity_i64();
     let problem = domain::check_addition_before_push(
-        &addition_facts(&resp.body),
+        &addition_facts(&resp.body, p.cw_addition_id),
         resp.body.agreement_status.as_deref(),
         p.cw_product_id,
         deps.clock.today(),
@@ -445,14 +445,21 @@ fn company_verdict(status: &str, company_id: i64) -> Option<Verdict> {
 
 /// The live addition as the domain rules see it. A cancelled date that cannot be read counts as a
 /// past one: never write to an addition whose state is unclear.
-fn addition_facts(a: &connectwise::Addition) -> AdditionFacts {
+fn addition_facts(a: &connectwise::Addition, id: i64) -> AdditionFacts {
     let cancelled_date = a
         .cancelled_date
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.get(..10).and_then(|d| domain::parse_day(d).ok()).unwrap_or(chrono::NaiveDate::MIN));
-    AdditionFacts { id: a.id, sequence_number: 0, product_id: a.product_id(), product_identifier: None, cancelled_date }
+    AdditionFacts {
+        id: a.id.unwrap_or(id),
+        sequence_number: 0,
+        fractional_sequence_number: None,
+        product_id: a.product_id(),
+        product_identifier: None,
+        cancelled_date,
+    }
 }
 
 /// What one call answered, for its `push_attempts` row.
@@ -565,7 +572,7 @@ mod tests {
         let today = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).expect("date");
         let check = |v: serde_json::Value| {
             let a = addition(v);
-            domain::check_addition_before_push(&addition_facts(&a), a.agreement_status.as_deref(), Some(7), today).err().map(|e| e.code)
+            domain::check_addition_before_push(&addition_facts(&a, 1), a.agreement_status.as_deref(), Some(7), today).err().map(|e| e.code)
         };
         assert_eq!(check(json!({"id": 1, "product": {"id": 7}, "agreementStatus": "Active"})), None);
         assert_eq!(check(json!({"id": 1, "product": {"id": 7}, "cancelledDate": "2026-04-01T00:00:00Z"})), None, "scheduled cancellation");

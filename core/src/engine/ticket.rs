@@ -75,7 +75,7 @@ pub async fn open_ticket(deps: &EngineDeps, push_id: i64) -> Result<(), EngineEr
         return release(deps, &p, &t, wait).await;
     }
     let existing = match client.find_ticket_by_xref(&xref).await {
-        Ok(found) => found.map(|t| t.id),
+        Ok(found) => found.and_then(|t| t.id),
         Err(e) => return cw_failure(deps, &p, &t, &e, now).await,
     };
     let (cw_id, reused) = match existing {
@@ -96,7 +96,11 @@ pub async fn open_ticket(deps: &EngineDeps, push_id: i64) -> Result<(), EngineEr
                 return release(deps, &p, &t, wait).await;
             }
             match client.create_ticket(&new).await {
-                Ok(resp) => (resp.body.id, false),
+                Ok(resp) => match resp.body.id {
+                    Some(id) => (id, false),
+                    // The id is optional in ConnectWise's schema; the next attempt finds the ticket by its xref.
+                    None => return fail(deps, &p, &t, "ConnectWise created the ticket but answered without its id", now).await,
+                },
                 Err(e) => return cw_failure(deps, &p, &t, &e, now).await,
             }
         }

@@ -119,6 +119,7 @@ async fn load_facts<C: ConnectionTrait>(db: &C, tenant_id: i64, customer_id: i64
         additions.entry(a.agreement_id).or_default().push(AdditionFacts {
             id: a.id,
             sequence_number: a.sequence_number,
+            fractional_sequence_number: a.fractional_sequence_number,
             product_id: a.product_id,
             product_identifier: a.product_identifier,
             cancelled_date: a.cancelled_date,

@@ -344,10 +344,10 @@ pub async fn test_connection(
     if credentials_ok {
         use connectwise::BoardItemKind as K;
         match client.list_boards().await {
-            Ok(boards) => match boards.iter().find(|b| b.id == s.ticket_board_id) {
+            Ok(boards) => match boards.iter().find(|b| b.id == Some(s.ticket_board_id)) {
                 None => check("board", false, format!("board {} does not exist", s.ticket_board_id)),
                 Some(b) => {
-                    check("board", true, format!("board {} ({})", b.id, b.name));
+                    check("board", true, format!("board {} ({})", s.ticket_board_id, b.name));
                     for (name, kind, want) in [
                         ("team", K::Teams, Some(s.ticket_team_id)),
                         ("status", K::Statuses, Some(s.ticket_status_id)),
@@ -355,10 +355,10 @@ pub async fn test_connection(
                         ("subtype", K::Subtypes, s.ticket_subtype_id),
                     ] {
                         let Some(want) = want else { continue };
-                        match client.list_board_items(b.id, kind).await {
-                            Ok(items) => match items.iter().find(|i| i.id == want) {
-                                Some(i) => check(name, true, format!("{name} {} ({}) on board {}", i.id, i.name, b.id)),
-                                None => check(name, false, format!("{name} {want} is not on board {}", b.id)),
+                        match client.list_board_items(s.ticket_board_id, kind).await {
+                            Ok(items) => match items.iter().find(|i| i.id == Some(want)) {
+                                Some(i) => check(name, true, format!("{name} {want} ({}) on board {}", i.name, s.ticket_board_id)),
+                                None => check(name, false, format!("{name} {want} is not on board {}", s.ticket_board_id)),
                             },
                             Err(e) => check(name, false, e.to_string()),
                         }

@@ -46,7 +46,8 @@ async fn catalog_refresh_replaces_the_cache_from_connectwise() {
         assert_eq!(cancelled.cancelled_date, Some(super::support::d("2026-01-31")));
         assert_eq!((cancelled.sequence_number, cancelled.product_id, cancelled.quantity.as_deref()), (2, Some(8), Some("0")));
         let items = entity::cw_board_item::Entity::find().all(&app.db).await.unwrap();
-        assert!(items.iter().any(|i| i.board_id == 2 && i.kind == "SUBTYPE" && i.id == 22 && i.default_flag));
+        // ConnectWise's BoardSubType has no defaultFlag: a subtype is never stored as a default.
+        assert!(items.iter().any(|i| i.board_id == 2 && i.kind == "SUBTYPE" && i.id == 22 && !i.default_flag));
         assert!(app.cw_settings().await.catalog_refreshed_at.is_some());
         let audit = app.audit("catalog.refreshed").await;
         assert_eq!(audit[0].actor, "user:alice");
