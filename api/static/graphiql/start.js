@@ -9,8 +9,8 @@
   const DASHBOARD_TOKEN_KEY = 'csync.dashboard.token';
   const ENDPOINT = '/graphql';
   const INTROSPECTION = 'IntrospectionQuery';
-  const DEFAULT_QUERY = `# Ctrl-Enter runs the query. The token goes under Headers (below);
-# with the schema loaded, the book icon (left) lists every field.
+  const DEFAULT_QUERY = `# Ctrl-Enter runs the query; the token goes under Headers.
+# The book icon (top left) lists every field.
 {
   me { sub tenantId roles }
   systemStatus { workersAlive nextScheduledRunAt }
