@@ -10,7 +10,8 @@ document.addEventListener('securitypolicyviolation', (e) => window.__cspViolatio
 
 /// The headers editor: of the editor tools (variables, then headers) the last one not marked
 /// `hidden` (GraphiQL keeps its CodeMirror 5 instances on their wrappers).
-const HEADERS_EDITOR: &str = "const editors = [...document.querySelectorAll('.graphiql-editor-tool .CodeMirror')].filter((e) => !e.closest('.hidden'));
+const HEADERS_EDITOR: &str =
+    "const editors = [...document.querySelectorAll('.graphiql-editor-tool .CodeMirror')].filter((e) => !e.closest('.hidden'));
 return editors.length ? editors[editors.length - 1].CodeMirror : null;";
 
 async fn bar_state(c: &Client) -> TestResult<(String, String)> {

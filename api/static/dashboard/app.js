@@ -186,14 +186,14 @@
         body: JSON.stringify({ query, variables: variables || {} }),
       });
     } catch (e) {
-      throw new UnreachableError('The API does not answer.');
+      throw new UnreachableError('The last request got no answer.');
     }
     let body = null;
     try { body = await res.json(); } catch (e) { body = null; }
     if (res.status === 401) {
       throw new AuthError(body && body.errors && body.errors[0] ? body.errors[0].message : 'token rejected');
     }
-    if (res.status >= 500 || !body) throw new UnreachableError(`The API answered HTTP ${res.status}.`);
+    if (res.status >= 500 || !body) throw new UnreachableError(`The last request was answered with HTTP ${res.status}.`);
     if (!res.ok) throw new Error(`The API answered HTTP ${res.status}.`);
     noteReachable();
     if (body.errors && body.errors.length) {
@@ -352,14 +352,15 @@
     const box = clear($('conn-banner'));
     document.body.classList.toggle('is-stale', !!state.failure);
     if (state.failure) {
-      const when = state.lastOkAt ? `The figures below are from ${fmtClock(state.lastOkAt)} and may be out of date` : 'Nothing could be read yet';
+      // On the server's clock, like every other time on the page.
+      const when = state.lastOkAt ? `The figures below are from ${fmtClock(state.lastOkAt + state.clockOffsetMs)} and may be out of date` : 'Nothing could be read yet';
       box.append(banner('danger', 'banner-unreachable', 'The API is not answering.',
         `${sentence(state.failure.message)} ${when}; retrying every ${REFRESH_MS / 1000} seconds.`));
     }
     renderUpdated();
   }
 
-  /** "Updated 4 s ago" in the header; "Not updated since …" while the API does not answer. */
+  /** "Updated 4 s ago" in the header; "Last updated …" (in red) while the API does not answer. */
   function renderUpdated() {
     const el = $('updated');
     if (!state.lastOkAt) {
@@ -368,8 +369,8 @@
       return;
     }
     const secs = Math.max(0, Math.round((Date.now() - state.lastOkAt) / 1000));
-    const ago = secs < 60 ? `${secs} s ago` : secs < 3600 ? `${Math.floor(secs / 60)} min ago` : `at ${fmtClock(state.lastOkAt)}`;
-    const text = state.failure ? `Not updated since ${ago}` : `Updated ${ago}`;
+    const ago = secs < 60 ? `${secs} s ago` : secs < 3600 ? `${Math.floor(secs / 60)} min ago` : `at ${fmtClock(state.lastOkAt + state.clockOffsetMs)}`;
+    const text = `${state.failure ? 'Last updated' : 'Updated'} ${ago}`;
     if (el.textContent !== text) el.textContent = text;
     el.dataset.updatedAt = `${state.lastOkAt}`;
     el.classList.toggle('is-failing', !!state.failure);
@@ -452,7 +453,7 @@
       return;
     }
     box.append(h('span', {}, `${found.length}${found.length === 8 ? '+' : ''} customers match — pick one:`),
-      found.map((c) => h('button', {
+      ...found.map((c) => h('button', {
         type: 'button', class: 'btn btn-small', 'data-testid': 'customer-choice', 'data-customer-id': c.id,
         onclick: () => { clear(box); state.customerLabel = c.accountName; $('filter-customer').value = c.accountName; setFilters({ ...rest, customerId: c.id }); },
       }, `${c.accountName} (${c.externalId})`)));
