@@ -94,10 +94,7 @@ pub fn mint(
 mod tests {
     use std::sync::Arc;
 
-    use sync_core::{
-        clock::{Clock, ShiftedClock},
-        config::JwtSettings,
-    };
+    use sync_core::{clock::ShiftedClock, config::JwtSettings};
 
     use super::*;
 

@@ -182,11 +182,7 @@ async fn times_and_states(c: &Client, browser: &BrowserProcesses, app: TestApp, 
     // The API stops answering: the page says so, the figures lose their colour, and "updated"
     // counts from the last answer.
     let muted = js(c, "return getComputedStyle(document.querySelector('.stat-label')).color;", vec![]).await?;
-    let workers_colour = || async {
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-            js(c, "return getComputedStyle(document.getElementById('stat-workers-value')).color;", vec![]).await?,
-        )
-    };
+    let workers_colour = || js(c, "return getComputedStyle(document.getElementById('stat-workers-value')).color;", vec![]);
     assert_ne!(workers_colour().await?, muted, "one live worker is shown in colour while the API answers");
     app.shutdown().await;
     eventually("the unreachable banner", 20, || async { Ok(css_exists(c, "[data-testid=\"banner-unreachable\"]").await?.then_some(())) })
