@@ -27,6 +27,12 @@ pub async fn page() -> HttpResponse {
     asset("text/html; charset=utf-8", PAGE)
 }
 
+/// `GET /` → `/dashboard`: the address printed at start, opened bare, lands on the dashboard.
+/// Temporary (307), so browsers do not remember it should `/` ever serve something else.
+pub async fn redirect_root() -> HttpResponse {
+    HttpResponse::TemporaryRedirect().insert_header((header::LOCATION, "/dashboard")).finish()
+}
+
 /// `GET /dashboard/` → `/dashboard`.
 pub async fn redirect_to_page() -> HttpResponse {
     HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/dashboard")).finish()

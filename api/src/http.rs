@@ -136,10 +136,7 @@ pub async fn graphql_get(req: HttpRequest, state: web::Data<HttpState>) -> HttpR
         web::Query::<HashMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let wants_html = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if !params.contains_key("query") && wants_html {
-        if !state.graphiql {
-            return HttpResponse::NotFound().body("GraphiQL is disabled");
-        }
-        return HttpResponse::Ok().content_type("text/html; charset=utf-8").body(graphiql_page());
+        return crate::graphiql::page(&state);
     }
     let Some(mt) = negotiate(&req) else {
         return HttpResponse::NotAcceptable()
@@ -275,10 +272,6 @@ fn with_codes(mut response: Response) -> Response {
         })
         .collect();
     response
-}
-
-fn graphiql_page() -> String {
-    async_graphql::http::GraphiQLSource::build().endpoint("/graphql").title("Consumption Sync — GraphiQL").finish()
 }
 
 pub async fn healthz() -> HttpResponse {

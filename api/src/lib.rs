@@ -4,11 +4,13 @@ pub mod auth;
 pub mod dashboard;
 pub mod demo;
 pub mod embedded;
+pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod request_id;
 pub mod startup;
 pub mod telemetry;
+pub mod token;
 
 pub use startup::Application;

@@ -9,6 +9,8 @@
 //!   `REDIS_URL` keeps its queue in Redis.
 //! - `api --demo` (or `api demo`) — the same, after loading the demo tenant and starting its dry run.
 //! - `api export-schema [PATH]` — write the SDL (default `schema.graphql`).
+//! - `api token --tenant T --role R …` — print a JWT signed with the configured HS256 secret (the
+//!   embedded default's generated one included), for curl sessions and GraphiQL.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for configuration and connection problems found at start
 //! (the message says what to fix), 1 when loading the demo fails.
@@ -23,7 +25,7 @@ use worker::WorkerQueue;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: api [--with-worker] [--demo] | api demo | api export-schema [PATH]";
+const USAGE: &str = "usage: api [--with-worker] [--demo] | api demo | api export-schema [PATH] | api token --tenant TENANT --role ROLE [--sub SUBJECT] [--days DAYS]";
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
@@ -34,6 +36,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     ExportSchema(String),
+    Token(api::token::TokenRequest),
     Serve { with_worker: bool, demo: bool },
 }
 
@@ -44,6 +47,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             [_, path] => Ok(Command::ExportSchema(path.clone())),
             _ => Err(format!("too many arguments; {USAGE}")),
         };
+    }
+    if args.first().map(String::as_str) == Some("token") {
+        return api::token::parse_args(&args[1..]).map(Command::Token);
     }
     let (mut with_worker, mut demo) = (false, false);
     for (i, a) in args.iter().enumerate() {
@@ -71,6 +77,7 @@ async fn main() -> ExitCode {
                 Err(e) => fail(format!("cannot write {path}: {e}")),
             };
         }
+        Ok(Command::Token(request)) => return print_token(&request),
         Ok(Command::Serve { with_worker, demo }) => (with_worker, demo),
         Err(e) => return fail(e),
     };
@@ -187,6 +194,36 @@ async fn main() -> ExitCode {
         tracing::warn!(error = ?e, "worker shutdown");
     }
     ExitCode::SUCCESS
+}
+
+/// `api token`: the configuration the server would use (on SQLite the key files next to the
+/// database, generated now if this is the first start), then the token alone on stdout.
+fn print_token(request: &api::token::TokenRequest) -> ExitCode {
+    let mut settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("configuration: {e}")),
+    };
+    let embedded = match embedded::prepare(&mut settings) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("embedded setup: {e}")),
+    };
+    for path in &embedded.generated {
+        eprintln!("generated {} (the next start of api uses it)", path.display());
+    }
+    let Some(secret) = settings.jwt.hs256_secret.as_ref() else {
+        return fail(
+            "no HS256 secret: `api token` signs with JWT_SECRET (or the embedded default's generated one); \
+             with JWT_PUBLIC_KEY_PEM or JWT_JWKS_URL, tokens come from your identity provider",
+        );
+    };
+    let now = sync_core::clock::from_settings(&settings).now();
+    match api::token::mint(secret, request, settings.jwt.issuer.as_deref(), settings.jwt.audience.as_deref(), now) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot sign the token: {e}")),
+    }
 }
 
 /// `host:port` to print in URLs: the real port (for `BIND_ADDR=…:0`), a reachable host for `0.0.0.0`.
@@ -363,6 +400,10 @@ mod tests {
         assert_eq!(parse_args(&args(&["export-schema", "x.graphql"])), Ok(Command::ExportSchema("x.graphql".into())));
         assert!(parse_args(&args(&["--nope"])).is_err());
         assert!(parse_args(&args(&["--demo", "demo"])).is_err());
+        assert!(
+            matches!(parse_args(&args(&["token", "--tenant", "demo", "--role", "admin"])), Ok(Command::Token(r)) if r.tenant == "demo")
+        );
+        assert!(parse_args(&args(&["token", "--tenant", "demo"])).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     auth::JwtVerifier,
-    dashboard,
+    dashboard, graphiql,
     graphql::{AppCtx, build_schema},
     http::{self, HttpState, MAX_BODY_BYTES},
     metrics, request_id,
@@ -77,9 +77,11 @@ impl Application {
                 .wrap(request_id::RequestLog)
                 .route("/graphql", web::post().to(http::graphql_post))
                 .route("/graphql", web::get().to(http::graphql_get))
+                .route("/graphiql/{file:.+}", web::get().to(graphiql::asset))
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/metrics", web::get().to(metrics::metrics))
+                .route("/", web::get().to(dashboard::redirect_root))
                 .route("/dashboard", web::get().to(dashboard::page))
                 .route("/dashboard/", web::get().to(dashboard::redirect_to_page))
                 .route("/dashboard/app.js", web::get().to(dashboard::script))

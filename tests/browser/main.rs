@@ -1,10 +1,16 @@
-//! The operator dashboard in a real browser: headless Chromium driven over WebDriver
+//! The operator dashboard and GraphiQL in a real browser: headless Chromium driven over WebDriver
 //! (`chromedriver`, started here on a free port with a fresh profile). The app runs with its
 //! workers in-process and a seeded `DEAD` push; an operator filters to `DEAD`, clicks retry and sees
-//! the push leave `DEAD`; a viewer sees the same page without any retry button.
+//! the push leave `DEAD`; a viewer sees the same page without any retry button. `dashboard_ui.rs`:
+//! times, states and layout the dashboard must get right; `graphiql.rs`: GraphiQL offline.
+//!
+//! The browser resolves no host name but 127.0.0.1 (`--host-resolver-rules`): nothing a page asks
+//! for can leave the machine, and a page that needs the network shows it by failing.
 //!
 //! Without `chromium` and `chromedriver` the tests print how to install them and pass — unless
 //! `CI` is set, then they fail. Screenshots go to `target/test-output/`.
+mod dashboard_ui;
+mod graphiql;
 mod seed;
 
 use std::{
@@ -22,8 +28,8 @@ use serde_json::json;
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// The Chromium flags of a quiet, reproducible headless session.
-const CHROMIUM_FLAGS: [&str; 10] = [
+/// The Chromium flags of a quiet, reproducible headless session that reaches nothing but 127.0.0.1.
+const CHROMIUM_FLAGS: [&str; 11] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -34,6 +40,7 @@ const CHROMIUM_FLAGS: [&str; 10] = [
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--window-size=1440,1200",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ];
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -84,6 +91,8 @@ fn output_dir() -> PathBuf {
 struct BrowserProcesses {
     driver: Child,
     profile: PathBuf,
+    /// chromedriver's address (for Chrome DevTools commands through it).
+    url: String,
 }
 
 impl Drop for BrowserProcesses {
@@ -120,8 +129,8 @@ async fn open_browser(driver: &Path, chromium: &Path) -> TestResult<(BrowserProc
     if std::env::var_os("TEST_LOG").is_none() {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
-    let guard = BrowserProcesses { driver: cmd.spawn()?, profile: profile.clone() };
     let url = format!("http://127.0.0.1:{port}");
+    let guard = BrowserProcesses { driver: cmd.spawn()?, profile: profile.clone(), url: url.clone() };
     let http = reqwest::Client::new();
     eventually("chromedriver to answer", 15, || async {
         Ok(http.get(format!("{url}/status")).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()))
@@ -155,6 +164,28 @@ where
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+}
+
+/// A Chrome DevTools Protocol command through chromedriver (emulation of a colour scheme, time
+/// zone or screen, scripts that run before a page's own).
+async fn cdp(c: &Client, browser: &BrowserProcesses, cmd: &str, params: serde_json::Value) -> TestResult<serde_json::Value> {
+    let session = c.session_id().await?.ok_or("no WebDriver session")?;
+    let res = reqwest::Client::new()
+        .post(format!("{}/session/{session}/goog/cdp/execute", browser.url))
+        .json(&json!({"cmd": cmd, "params": params}))
+        .send()
+        .await?;
+    let status = res.status();
+    let body: serde_json::Value = res.json().await?;
+    if !status.is_success() {
+        return Err(format!("{cmd}: {body}").into());
+    }
+    Ok(body["value"].clone())
+}
+
+/// Run `script` (a function body; `arguments` are `args`) in the page.
+async fn js(c: &Client, script: &str, args: Vec<serde_json::Value>) -> TestResult<serde_json::Value> {
+    Ok(c.execute(script, args).await?)
 }
 
 async fn css_exists(c: &Client, selector: &str) -> TestResult<bool> {

@@ -46,6 +46,59 @@ async fn the_dashboard_page_and_its_assets_are_served_without_a_token() {
     let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let res = no_redirect.get(format!("{}/dashboard/", app.address)).send().await.expect("get");
     assert_eq!(res.status().as_u16(), 308);
+    // The bare address leads to the dashboard.
+    let res = no_redirect.get(format!("{}/", app.address)).send().await.expect("get");
+    assert_eq!(res.status().as_u16(), 307);
+    assert_eq!(res.headers().get("location").and_then(|v| v.to_str().ok()), Some("/dashboard"));
+    app.shutdown().await;
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+/// GraphiQL comes from the binary, under a CSP without inline script, its files revalidated by
+/// ETag; with introspection off it is not served. (tests/browser runs it offline.)
+#[tokio::test]
+async fn graphiql_is_served_from_the_binary_under_a_csp() {
+    let app = spawn_app().await;
+    let res = app.http.get(format!("{}/graphql", app.address)).header("accept", "text/html").send().await.expect("get");
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(header(&res, "content-type").starts_with("text/html"));
+    let csp = header(&res, "content-security-policy");
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    let html = res.text().await.expect("body");
+    assert!(!html.contains("unpkg") && !html.contains("https://"), "the page loads nothing from elsewhere");
+    for (path, kind, min_len) in [
+        ("/graphiql/start.js", "text/javascript", 1_000),
+        ("/graphiql/page.css", "text/css", 500),
+        ("/graphiql/vendor/react.production.min.js", "text/javascript", 5_000),
+        ("/graphiql/vendor/react-dom.production.min.js", "text/javascript", 100_000),
+        ("/graphiql/vendor/graphiql.min.js", "text/javascript", 500_000),
+        ("/graphiql/vendor/graphiql.min.css", "text/css", 100_000),
+    ] {
+        assert!(html.contains(path), "the page does not load {path}");
+        let res = app.http.get(format!("{}{path}", app.address)).send().await.expect("get");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        assert!(header(&res, "content-type").starts_with(kind), "{path}");
+        let etag = header(&res, "etag");
+        assert!(etag.len() == 66 && etag.starts_with('"'), "{path}: a SHA-256 ETag, got {etag:?}");
+        assert!(res.bytes().await.expect("body").len() > min_len, "{path}");
+        let again = app.http.get(format!("{}{path}", app.address)).header("if-none-match", &etag).send().await.expect("get");
+        assert_eq!(again.status().as_u16(), 304, "{path}: revalidated");
+    }
+    let res = app.http.get(format!("{}/graphiql/vendor/nope.js", app.address)).send().await.expect("get");
+    assert_eq!(res.status().as_u16(), 404);
+    // A query over GET still answers JSON, whatever the browser accepts.
+    let res = app.http.get(format!("{}/graphql?query=%7B__typename%7D", app.address)).send().await.expect("get");
+    assert_eq!(res.status().as_u16(), 401, "a query without a token");
+    app.shutdown().await;
+
+    let app = spawn_app_with(AppOptions { env: vec![("GRAPHQL_INTROSPECTION".into(), "false".into())], ..Default::default() }).await;
+    for path in ["/graphql", "/graphiql/start.js", "/graphiql/vendor/graphiql.min.js"] {
+        let res = app.http.get(format!("{}{path}", app.address)).header("accept", "text/html").send().await.expect("get");
+        assert_eq!(res.status().as_u16(), 404, "{path} with GRAPHQL_INTROSPECTION=false");
+    }
     app.shutdown().await;
 }
 

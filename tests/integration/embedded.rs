@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 
 use crate::config_errors::{ApiProcess, spawn_api, temp_dir};
 
-/// A running embedded `api` and what its banner said.
-struct Embedded {
-    process: ApiProcess,
+/// A running embedded `api` and what its banner said (also used by `readme_session`).
+pub(crate) struct Embedded {
+    pub(crate) process: ApiProcess,
     lines: mpsc::Receiver<String>,
-    graphql: String,
-    token: String,
-    banner: Vec<String>,
+    pub(crate) graphql: String,
+    pub(crate) token: String,
+    pub(crate) banner: Vec<String>,
     ready_after: Duration,
 }
 
@@ -29,7 +29,7 @@ impl Embedded {
     }
 
     /// [`Embedded::start`] with extra environment variables.
-    fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Embedded {
+    pub(crate) fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Embedded {
         let started = Instant::now();
         let env: Vec<(&str, &str)> = [("BIND_ADDR", "127.0.0.1:0")].into_iter().chain(env.iter().copied()).collect();
         let mut process = spawn_api(dir, &env, args);
@@ -78,7 +78,7 @@ impl Embedded {
     }
 
     /// Wait for a stdout line containing `text`.
-    fn wait_for(&self, text: &str, within: Duration) -> Vec<String> {
+    pub(crate) fn wait_for(&self, text: &str, within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut seen = Vec::new();
         loop {
@@ -96,7 +96,7 @@ impl Embedded {
         }
     }
 
-    async fn gql(&self, query: &str, variables: Value) -> Value {
+    pub(crate) async fn gql(&self, query: &str, variables: Value) -> Value {
         let body: Value = reqwest::Client::new()
             .post(&self.graphql)
             .bearer_auth(&self.token)
@@ -112,7 +112,7 @@ impl Embedded {
     }
 
     /// SIGTERM, and the exit code of the graceful shutdown.
-    fn stop(mut self) -> Option<i32> {
+    pub(crate) fn stop(mut self) -> Option<i32> {
         let pid = self.process.0.id().to_string();
         let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(45);

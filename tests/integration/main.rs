@@ -11,6 +11,7 @@ mod isolation;
 mod mappings;
 mod metrics;
 mod outage;
+mod readme_session;
 mod reliability;
 mod schema;
 mod security;

@@ -35,6 +35,8 @@ pub struct QueueDepth {
 /// What an operator needs at a glance.
 #[derive(SimpleObject)]
 pub struct SystemStatus {
+    /// The service's clock when this was read: compute "how long ago" against it, not the client's.
+    pub server_time: DateTime<Utc>,
     /// Every worker process with a heartbeat row, alive ones first.
     pub workers: Vec<WorkerStatus>,
     /// Workers seen within the last 60 seconds; 0 means nothing processes pushes.
@@ -80,6 +82,7 @@ impl StatusQuery {
             }
         };
         Ok(SystemStatus {
+            server_time: now,
             workers_alive: workers.iter().filter(|w| w.alive).count() as i64,
             workers: workers
                 .into_iter()

@@ -5,8 +5,14 @@
 
 (() => {
   const TOKEN_KEY = 'csync.dashboard.token';
+  /** UTC or the browser's zone, remembered across visits (not sensitive). */
+  const TZ_KEY = 'csync.dashboard.timeZone';
   const PAGE_SIZE = 25;
   const REFRESH_MS = 5000;
+  /** Relative times ("2 minutes ago") and the "updated" indicator are redrawn this often. */
+  const TICK_MS = 1000;
+  /** How long an armed bulk retry waits for its confirming click (longer than a refresh). */
+  const ARM_MS = 15000;
   const STATUSES = ['ALL', 'PENDING', 'RUNNING', 'FAILED_RETRYING', 'DEAD', 'SUCCEEDED', 'SKIPPED', 'CANCELLED'];
   const RETRYABLE = new Set(['DEAD', 'FAILED_RETRYING']);
   const COUNT_KEY = {
@@ -28,8 +34,16 @@
     cursors: [null], // cursor of each page seen so far; the last one is the current page
     runs: [],
     detailId: null,
+    detailOpener: null, // the element focus returns to when the detail closes
     timer: null,
+    ticker: null,
     rendered: {}, // last rendered data per region (skip re-rendering what did not change)
+    clockOffsetMs: 0, // the server's clock minus this browser's (relative times use the server's)
+    lastOkAt: null, // browser time of the last answer from the API
+    failure: null, // { message, since } while the API does not answer
+    armed: null, // { key, until }: a bulk retry waiting for its confirming click
+    timeZone: localStorage.getItem(TZ_KEY) === 'local' ? 'local' : 'utc',
+    customerLabel: '', // the filtered customer's name, for the filter input
   };
 
   // ------------------------------------------------------------------ small helpers
@@ -70,20 +84,37 @@
   /** End a message with a full stop (reasons come from elsewhere, with or without one). */
   const sentence = (t) => (/[.!?]$/.test(String(t).trim()) ? String(t).trim() : `${String(t).trim()}.`);
 
+  /** Now on the server's clock (which tests and demos may pin), estimated from `serverTime`. */
+  const serverNow = () => Date.now() + state.clockOffsetMs;
+
+  /** The browser's zone as a short label, e.g. "GMT+5:30" or "CET". */
+  function localZoneName() {
+    const part = new Intl.DateTimeFormat('en-GB', { timeZoneName: 'short' }).formatToParts(new Date()).find((p) => p.type === 'timeZoneName');
+    return part ? part.value : 'local time';
+  }
+
   function fmtTime(iso) {
     if (!iso) return '—';
     const d = new Date(iso);
     if (Number.isNaN(d.getTime())) return String(iso);
-    return d.toLocaleString('en-GB', {
-      timeZone: 'UTC', year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
-    }) + ' UTC';
+    const opts = { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' };
+    if (state.timeZone === 'utc') return `${d.toLocaleString('en-GB', { ...opts, timeZone: 'UTC' })} UTC`;
+    return d.toLocaleString('en-GB', { ...opts, timeZoneName: 'short' });
   }
 
+  /** A clock time of today (for "updated at"), in the chosen zone. */
+  function fmtClock(ms) {
+    const opts = { hour: '2-digit', minute: '2-digit', second: '2-digit' };
+    if (state.timeZone === 'utc') return `${new Date(ms).toLocaleTimeString('en-GB', { ...opts, timeZone: 'UTC' })} UTC`;
+    return new Date(ms).toLocaleTimeString('en-GB', { ...opts, timeZoneName: 'short' });
+  }
+
+  /** "3 minutes ago" / "in 2 days", against the server's clock. */
   function relTime(iso) {
     if (!iso) return '';
     const d = new Date(iso).getTime();
     if (Number.isNaN(d)) return '';
-    const s = Math.round((d - Date.now()) / 1000);
+    const s = Math.round((d - serverNow()) / 1000);
     const abs = Math.abs(s);
     const units = [[86400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
     if (abs < 5) return 'just now';
@@ -99,7 +130,7 @@
 
   function fmtDuration(fromIso, toIso) {
     if (!fromIso) return '—';
-    const ms = (toIso ? new Date(toIso).getTime() : Date.now()) - new Date(fromIso).getTime();
+    const ms = (toIso ? new Date(toIso).getTime() : serverNow()) - new Date(fromIso).getTime();
     if (!(ms >= 0)) return '—';
     if (ms < 1000) return `${ms} ms`;
     const s = Math.round(ms / 1000);
@@ -109,8 +140,25 @@
     return `${Math.floor(m / 60)} h ${m % 60} min`;
   }
 
-  /** A time cell: relative time, the absolute time as a tooltip. */
-  const timeEl = (iso, cls) => h('time', { class: cls || 'time', datetime: iso || null, title: iso ? fmtTime(iso) : null }, iso ? relTime(iso) : '—');
+  /** A time cell: relative time (kept current by the ticker), the absolute time as a tooltip. */
+  const timeEl = (iso, cls) => h('time', { class: cls || 'time', datetime: iso || null, 'data-rel': iso ? '' : null, title: iso ? fmtTime(iso) : null }, iso ? relTime(iso) : '—');
+
+  /** A running duration ("running 2 min 4 s"), kept current by the ticker. */
+  const runningEl = (fromIso) => h('span', { class: 'muted', 'data-since': fromIso }, `running ${fmtDuration(fromIso)}`);
+
+  /** Redraw what depends on the passing of time only (no request, no re-render of the data). */
+  function tick() {
+    for (const el of document.querySelectorAll('time[data-rel]')) {
+      const text = relTime(el.getAttribute('datetime'));
+      if (el.textContent !== text) el.textContent = text;
+    }
+    for (const el of document.querySelectorAll('[data-since]')) {
+      const text = `running ${fmtDuration(el.dataset.since)}`;
+      if (el.textContent !== text) el.textContent = text;
+    }
+    renderUpdated();
+    if (state.armed && Date.now() > state.armed.until) disarm();
+  }
 
   const pill = (status, testid) => h('span', { class: `pill pill-${String(status).toLowerCase()}`, 'data-testid': testid || null, 'data-status': status }, humanize(status));
 
@@ -126,6 +174,8 @@
   // ------------------------------------------------------------------ GraphQL
 
   class AuthError extends Error {}
+  /** The API did not answer (network) or answered with a server error: the page's data is old. */
+  class UnreachableError extends Error {}
 
   async function gql(query, variables) {
     let res;
@@ -136,14 +186,16 @@
         body: JSON.stringify({ query, variables: variables || {} }),
       });
     } catch (e) {
-      throw new Error('The server did not answer. Check your connection.');
+      throw new UnreachableError('The last request got no answer.');
     }
     let body = null;
     try { body = await res.json(); } catch (e) { body = null; }
     if (res.status === 401) {
       throw new AuthError(body && body.errors && body.errors[0] ? body.errors[0].message : 'token rejected');
     }
-    if (!res.ok || !body) throw new Error(`The server answered HTTP ${res.status}.`);
+    if (res.status >= 500 || !body) throw new UnreachableError(`The last request was answered with HTTP ${res.status}.`);
+    if (!res.ok) throw new Error(`The API answered HTTP ${res.status}.`);
+    noteReachable();
     if (body.errors && body.errors.length) {
       const e = body.errors[0];
       const code = e.extensions && e.extensions.code;
@@ -159,6 +211,7 @@
 
   const Q_OVERVIEW = `query DashboardOverview {
     systemStatus {
+      serverTime
       workers { name startedAt lastSeenAt alive }
       workersAlive connectWiseConfigured consumptionSyncEnabled
       connectionBroken connectionBrokenReason connectionBrokenSince pausedUntil
@@ -179,7 +232,7 @@
       edges { node {
         id status period productModule usage quantity dryRun attempts maxAttempts
         lastErrorCode lastError lastHttpStatus nextAttemptAt updatedAt
-        customer { id accountName } syncRun { id }
+        customer { id externalId accountName } syncRun { id }
       } }
       pageInfo { hasNextPage endCursor }
     }
@@ -223,6 +276,8 @@
     state.token = null;
     state.me = null;
     state.rendered = {};
+    state.failure = null;
+    state.lastOkAt = null;
     stopTimer();
     showLogin(message);
   }
@@ -250,15 +305,81 @@
     $('login').hidden = true;
     $('who').hidden = false;
     $('app').hidden = false;
+    renderTimeZone();
     readHash();
     renderTabs(null);
     await refreshAll();
     startTimer();
   }
 
+  // ------------------------------------------------------------------ time zone
+
+  function renderTimeZone() {
+    const utc = state.timeZone === 'utc';
+    const btn = $('tz-toggle');
+    btn.textContent = utc ? 'UTC' : localZoneName();
+    btn.setAttribute('aria-pressed', utc ? 'false' : 'true');
+    btn.title = utc ? 'Times are in UTC: click for this browser\'s time zone' : 'Times are in this browser\'s time zone: click for UTC';
+    $('footnote-tz').textContent = utc ? 'Times are in UTC.' : `Times are in this browser's time zone (${localZoneName()}).`;
+  }
+
+  function toggleTimeZone() {
+    state.timeZone = state.timeZone === 'utc' ? 'local' : 'utc';
+    localStorage.setItem(TZ_KEY, state.timeZone);
+    renderTimeZone();
+    state.rendered = {};
+    refreshAll();
+  }
+
+  // ------------------------------------------------------------------ is the API answering?
+
+  function noteReachable() {
+    state.lastOkAt = Date.now();
+    if (state.failure) {
+      state.failure = null;
+      renderConnection();
+    }
+  }
+
+  function noteUnreachable(message) {
+    if (!state.failure) state.failure = { message, since: Date.now() };
+    else state.failure.message = message;
+    renderConnection();
+  }
+
+  /** The "not answering" banner, and the stale look of the cards, while requests fail. */
+  function renderConnection() {
+    const box = clear($('conn-banner'));
+    document.body.classList.toggle('is-stale', !!state.failure);
+    if (state.failure) {
+      // On the server's clock, like every other time on the page.
+      const when = state.lastOkAt ? `The figures below are from ${fmtClock(state.lastOkAt + state.clockOffsetMs)} and may be out of date` : 'Nothing could be read yet';
+      box.append(banner('danger', 'banner-unreachable', 'The API is not answering.',
+        `${sentence(state.failure.message)} ${when}; retrying every ${REFRESH_MS / 1000} seconds.`));
+    }
+    renderUpdated();
+  }
+
+  /** "Updated 4 s ago" in the header; "Last updated …" (in red) while the API does not answer. */
+  function renderUpdated() {
+    const el = $('updated');
+    if (!state.lastOkAt) {
+      el.textContent = state.failure ? 'Not updated' : '';
+      el.classList.toggle('is-failing', !!state.failure);
+      return;
+    }
+    const secs = Math.max(0, Math.round((Date.now() - state.lastOkAt) / 1000));
+    const ago = secs < 60 ? `${secs} s ago` : secs < 3600 ? `${Math.floor(secs / 60)} min ago` : `at ${fmtClock(state.lastOkAt + state.clockOffsetMs)}`;
+    const text = `${state.failure ? 'Last updated' : 'Updated'} ${ago}`;
+    if (el.textContent !== text) el.textContent = text;
+    el.dataset.updatedAt = `${state.lastOkAt}`;
+    el.classList.toggle('is-failing', !!state.failure);
+  }
+
   // ------------------------------------------------------------------ filters <-> URL hash
 
   function readHash() {
+    const previousCustomer = state.filters.customerId;
     const p = new URLSearchParams(location.hash.slice(1));
     const status = p.get('status');
     state.filters = {
@@ -268,8 +389,74 @@
       runId: /^\d+$/.test(p.get('run') || '') ? p.get('run') : '',
     };
     $('filter-period').value = state.filters.period;
-    $('filter-customer').value = state.filters.customerId;
     state.cursors = [null];
+    if (state.filters.customerId !== previousCustomer) state.customerLabel = '';
+    showCustomerFilter();
+  }
+
+  /** The filter input shows the filtered customer's name (looked up when the URL only has its id). */
+  async function showCustomerFilter() {
+    const id = state.filters.customerId;
+    clear($('customer-choices'));
+    if (!id) {
+      state.customerLabel = '';
+      $('filter-customer').value = '';
+      return;
+    }
+    $('filter-customer').value = state.customerLabel || `#${id}`;
+    if (state.customerLabel) return;
+    try {
+      const data = await gql('query DashboardCustomer($id: ID!) { customer(id: $id) { id accountName externalId } }', { id });
+      if (state.filters.customerId === id && data.customer) {
+        state.customerLabel = data.customer.accountName;
+        $('filter-customer').value = state.customerLabel;
+      }
+    } catch (e) {
+      // The filter still works by id; the name is only for display.
+    }
+  }
+
+  const Q_FIND_CUSTOMERS = `query DashboardFindCustomers($search: String) {
+    customers(first: 8, search: $search) { edges { node { id accountName externalId } } }
+  }`;
+
+  /** Resolve what was typed (a name, an external id, or an ID) to one customer, or offer choices. */
+  async function applyCustomerFilter(text, rest) {
+    const box = clear($('customer-choices'));
+    if (!text) {
+      state.customerLabel = '';
+      setFilters({ ...rest, customerId: '' });
+      return;
+    }
+    let found = [];
+    try {
+      found = (await gql(Q_FIND_CUSTOMERS, { search: text })).customers.edges.map((e) => e.node);
+      if (/^\d+$/.test(text)) {
+        const byId = (await gql('query DashboardCustomer($id: ID!) { customer(id: $id) { id accountName externalId } }', { id: text })).customer;
+        if (byId && !found.some((c) => c.id === byId.id)) found.unshift(byId);
+      }
+    } catch (e) {
+      toast('error', 'Customers could not be searched', [{ text: e.message }]);
+      return;
+    }
+    const lower = text.toLowerCase();
+    const exact = found.filter((c) => c.id === text || c.externalId.toLowerCase() === lower || c.accountName.toLowerCase() === lower);
+    const pick = found.length === 1 ? found[0] : exact.length === 1 ? exact[0] : null;
+    if (pick) {
+      state.customerLabel = pick.accountName;
+      $('filter-customer').value = pick.accountName;
+      setFilters({ ...rest, customerId: pick.id });
+      return;
+    }
+    if (!found.length) {
+      box.append(h('span', { 'data-testid': 'customer-no-match' }, `No customer's name, external id or ID matches “${text}”.`));
+      return;
+    }
+    box.append(h('span', {}, `${found.length}${found.length === 8 ? '+' : ''} customers match — pick one:`),
+      ...found.map((c) => h('button', {
+        type: 'button', class: 'btn btn-small', 'data-testid': 'customer-choice', 'data-customer-id': c.id,
+        onclick: () => { clear(box); state.customerLabel = c.accountName; $('filter-customer').value = c.accountName; setFilters({ ...rest, customerId: c.id }); },
+      }, `${c.accountName} (${c.externalId})`)));
   }
 
   function writeHash() {
@@ -296,7 +483,9 @@
     try {
       await fn();
     } catch (e) {
-      if (e instanceof AuthError) {
+      if (e instanceof UnreachableError) {
+        noteUnreachable(e.message);
+      } else if (e instanceof AuthError) {
         signOut(`Your session ended: ${e.message}. Paste a fresh token.`);
       } else if (e.code === 'FORBIDDEN') {
         showPanelError(`Your roles (${(state.me && state.me.roles || []).join(', ') || 'none'}) may not read sync history.`);
@@ -319,7 +508,12 @@
 
   async function loadOverview() {
     await guarded(async () => {
+      const sentAt = Date.now();
       const data = await gql(Q_OVERVIEW);
+      // The server's clock against ours, from the middle of the round trip.
+      const serverTime = new Date(data.systemStatus.serverTime).getTime();
+      if (!Number.isNaN(serverTime)) state.clockOffsetMs = serverTime - (sentAt + Date.now()) / 2;
+      delete data.systemStatus.serverTime; // changes on every read: not part of what is rendered
       renderBanners(data.systemStatus);
       renderStats(data.systemStatus, data.allCounts);
       state.runs = data.syncRuns.edges.map((e) => e.node);
@@ -362,11 +556,14 @@
       if (document.hidden || !$('auto-refresh').checked || !state.token) return;
       refreshAll();
     }, REFRESH_MS);
+    state.ticker = setInterval(tick, TICK_MS);
   }
 
   function stopTimer() {
     if (state.timer) clearInterval(state.timer);
+    if (state.ticker) clearInterval(state.ticker);
     state.timer = null;
+    state.ticker = null;
   }
 
   /** Skip DOM work when the data of a region did not change (keeps focus and hover stable). */
@@ -386,7 +583,7 @@
   }
 
   function renderBanners(s) {
-    if (!changed('banners', s)) return;
+    if (!changed('banners', [s, state.timeZone])) return;
     const out = [];
     if (s.connectionBroken) {
       out.push(banner('danger', 'banner-connection-broken', 'ConnectWise connection broken.',
@@ -394,14 +591,14 @@
         s.connectionBrokenSince ? h('span', { class: 'muted' }, ' Since ', timeEl(s.connectionBrokenSince), '.') : null));
     }
     if (s.workersAlive === 0) {
-      out.push(banner('warning', 'banner-no-workers', 'No workers alive.',
+      out.push(banner('warning', 'banner-no-workers', 'No workers alive.', null,
         s.workers.length
-          ? `The last worker was seen ${relTime(s.workers[0].lastSeenAt)}. Nothing is pushed, retried or scheduled until a worker runs.`
-          : 'No worker has reported a heartbeat. Nothing is pushed, retried or scheduled until a worker runs.'));
+          ? h('span', {}, ' The last worker was seen ', timeEl(s.workers[0].lastSeenAt), '. Nothing is pushed, retried or scheduled until a worker runs.')
+          : h('span', {}, ' No worker has reported a heartbeat. Nothing is pushed, retried or scheduled until a worker runs.')));
     }
     if (s.pausedUntil) {
-      out.push(banner('warning', 'banner-paused', 'Rate limited by ConnectWise.',
-        `All calls are paused until ${fmtTime(s.pausedUntil)} (${relTime(s.pausedUntil)}).`));
+      out.push(banner('warning', 'banner-paused', 'Rate limited by ConnectWise.', null,
+        h('span', {}, ` All calls are paused until ${fmtTime(s.pausedUntil)} (`, timeEl(s.pausedUntil), ').')));
     }
     if (!s.connectWiseConfigured) {
       out.push(banner('info', 'banner-not-configured', 'ConnectWise is not configured.', 'An admin connects it with configureConnectWise.'));
@@ -416,7 +613,7 @@
   }
 
   function renderStats(s, counts) {
-    if (!changed('stats', [s, counts])) return;
+    if (!changed('stats', [s, counts, state.timeZone])) return;
     const total = s.workers.length;
     $('stat-workers-value').textContent = `${s.workersAlive}`;
     $('stat-workers-value').className = `stat-value ${s.workersAlive === 0 ? 'tone-warn' : 'tone-ok'}`;
@@ -469,25 +666,23 @@
   }
 
   function renderRuns(runs) {
-    if (!changed('runs', [runs, state.canOperate, state.filters.runId])) return;
+    if (!changed('runs', [runs, state.canOperate, state.filters.runId, state.timeZone])) return;
     const body = clear($('runs-body'));
     $('runs-empty').hidden = runs.length > 0;
     for (const r of runs) {
       const failed = r.counts.dead + r.counts.failedRetrying;
       const row = h('tr', { 'data-testid': 'run-row', 'data-run-id': r.id, class: state.filters.runId === r.id ? 'selected' : null },
-        h('td', {}, h('button', { type: 'button', class: 'link', onclick: () => selectRun(r.id) }, `#${r.id}`)),
-        h('td', {}, r.period),
-        h('td', {}, humanize(r.trigger), r.dryRun ? h('span', { class: 'tag' }, 'dry run') : null,
+        h('td', { class: 'c-id' }, h('button', { type: 'button', class: 'link', onclick: () => selectRun(r.id) }, `#${r.id}`)),
+        h('td', { class: 'c-period' }, r.period),
+        h('td', { class: 'c-trigger' }, humanize(r.trigger), r.dryRun ? h('span', { class: 'tag' }, 'dry run') : null,
           h('div', { class: 'muted small' }, r.requestedBy)),
-        h('td', {}, pill(r.status, 'run-status'), r.error ? h('div', { class: 'muted small clip', title: r.error }, r.error) : null),
-        h('td', {}, timeEl(r.startedAt)),
-        h('td', {}, r.finishedAt ? fmtDuration(r.startedAt, r.finishedAt) : h('span', { class: 'muted' }, `running ${fmtDuration(r.startedAt)}`)),
-        h('td', {}, countsBar(r.counts)),
-        h('td', { class: 'actions' },
+        h('td', { class: 'c-status' }, pill(r.status, 'run-status'), r.error ? h('div', { class: 'muted small clip', title: r.error }, r.error) : null),
+        h('td', { class: 'c-started' }, timeEl(r.startedAt)),
+        h('td', { class: 'c-duration', 'data-testid': 'run-duration' }, r.finishedAt ? fmtDuration(r.startedAt, r.finishedAt) : runningEl(r.startedAt)),
+        h('td', { class: 'c-bar' }, countsBar(r.counts)),
+        h('td', { class: 'actions c-actions' },
           h('button', { type: 'button', class: 'btn btn-small', onclick: () => selectRun(r.id) }, 'Pushes'),
-          state.canOperate && failed > 0
-            ? h('button', { type: 'button', class: 'btn btn-small btn-danger-soft', 'data-testid': 'retry-run', 'data-run-id': r.id, onclick: (ev) => retryRun(r.id, failed, ev.currentTarget) }, `Retry ${failed} failed`)
-            : null));
+          state.canOperate && failed > 0 ? armableButton(`run:${r.id}`, r.id, failed, { 'data-testid': 'retry-run', 'data-run-id': r.id }) : null));
       body.append(row);
     }
   }
@@ -527,27 +722,43 @@
     }
   }
 
+  /** What an empty table says, per status tab. */
+  function emptyText() {
+    const f = state.filters;
+    const filtered = !!(f.period || f.customerId || f.runId);
+    const where = filtered ? ' match these filters' : '';
+    switch (f.status) {
+      case 'ALL': return filtered ? 'No pushes match these filters.' : 'No pushes yet: every run creates one per product mapping.';
+      case 'PENDING': return `No pending pushes${where}: nothing is waiting to be sent.`;
+      case 'RUNNING': return `No push${where} is being sent right now.`;
+      case 'FAILED_RETRYING': return `No failed pushes${where} are waiting for a retry.`;
+      case 'DEAD': return `No dead pushes${where}: nothing needs attention.`;
+      default: return `No ${humanize(f.status).toLowerCase()} pushes${filtered ? ' match these filters' : ' yet'}.`;
+    }
+  }
+
   function renderPushes(conn) {
     const page = state.cursors.length;
-    if (!changed('pushes', [conn, page, state.canOperate])) return;
+    if (!changed('pushes', [conn, page, state.canOperate, state.filters, state.timeZone])) return;
     const body = clear($('pushes-body'));
     const rows = conn.edges.map((e) => e.node);
     $('pushes-empty').hidden = rows.length > 0;
-    $('pushes-empty').textContent = state.filters.status === 'ALL' ? 'No pushes match these filters.' : `No ${humanize(state.filters.status).toLowerCase()} pushes match these filters.`;
+    $('pushes-empty').textContent = emptyText();
     for (const p of rows) {
       const row = h('tr', { 'data-testid': 'push-row', 'data-push-id': p.id, 'data-status': p.status, class: state.detailId === p.id ? 'selected' : null, onclick: () => openDetail(p.id) },
-        h('td', {}, h('button', { type: 'button', class: 'link', 'data-testid': 'push-open' }, `#${p.id}`)),
-        h('td', {}, p.customer ? p.customer.accountName : h('span', { class: 'muted' }, 'deleted'), h('div', { class: 'muted small' }, p.customer ? `ID ${p.customer.id}` : '')),
-        h('td', {}, moduleName(p.productModule), h('div', { class: 'muted small' }, humanize(p.usage))),
-        h('td', {}, p.period, p.dryRun ? h('span', { class: 'tag' }, 'dry') : null),
-        h('td', {}, p.syncRun ? `#${p.syncRun.id}` : '—'),
-        h('td', { class: 'num' }, p.quantity === null ? '—' : `${p.quantity}`),
-        h('td', {}, pill(p.status, 'push-status'), p.status === 'FAILED_RETRYING' && p.nextAttemptAt ? h('div', { class: 'muted small' }, 'next ', timeEl(p.nextAttemptAt)) : null),
-        h('td', { class: 'num' }, `${p.attempts}/${p.maxAttempts}`),
-        h('td', { class: 'err-cell' }, p.lastErrorCode ? h('code', { class: 'code-err' }, p.lastErrorCode) : h('span', { class: 'muted' }, '—'),
+        h('td', { class: 'c-id' }, h('button', { type: 'button', class: 'link', 'data-testid': 'push-open', 'aria-haspopup': 'dialog' }, `#${p.id}`)),
+        h('td', { class: 'c-customer' }, p.customer ? p.customer.accountName : h('span', { class: 'muted' }, 'deleted'),
+          h('div', { class: 'muted small' }, p.customer ? p.customer.externalId : '')),
+        h('td', { class: 'c-product' }, moduleName(p.productModule), h('div', { class: 'muted small' }, humanize(p.usage))),
+        h('td', { class: 'c-period' }, p.period, p.dryRun ? h('span', { class: 'tag' }, 'dry') : null),
+        h('td', { class: 'c-run' }, p.syncRun ? `#${p.syncRun.id}` : '—'),
+        h('td', { class: 'num c-qty', 'data-testid': 'push-qty' }, h('span', { class: 'qty-label' }, 'Qty '), p.quantity === null ? '—' : `${p.quantity}`),
+        h('td', { class: 'c-status' }, pill(p.status, 'push-status'), p.status === 'FAILED_RETRYING' && p.nextAttemptAt ? h('div', { class: 'muted small' }, 'next ', timeEl(p.nextAttemptAt)) : null),
+        h('td', { class: 'num c-attempts' }, `${p.attempts}/${p.maxAttempts}`),
+        h('td', { class: 'err-cell c-error' }, p.lastErrorCode ? h('code', { class: 'code-err' }, p.lastErrorCode) : h('span', { class: 'muted' }, '—'),
           p.lastError ? h('div', { class: 'muted small clip', title: p.lastError }, p.lastError) : null),
-        h('td', {}, timeEl(p.updatedAt)),
-        h('td', { class: 'actions' }, state.canOperate && RETRYABLE.has(p.status)
+        h('td', { class: 'c-updated', 'data-testid': 'push-updated' }, timeEl(p.updatedAt)),
+        h('td', { class: 'actions c-actions' }, state.canOperate && RETRYABLE.has(p.status)
           ? h('button', { type: 'button', class: 'btn btn-small btn-primary', 'data-testid': 'retry-push', 'data-push-id': p.id, onclick: (ev) => { ev.stopPropagation(); retryPush(p.id, ev.currentTarget); } }, 'Retry')
           : null));
       body.append(row);
@@ -562,12 +773,15 @@
   function renderBulkRetry(counts) {
     const btn = $('bulk-retry');
     const failed = counts.dead + counts.failedRetrying;
-    const show = state.canOperate && !!state.filters.runId && failed > 0;
+    const runId = state.filters.runId;
+    const show = state.canOperate && !!runId && failed > 0;
     btn.hidden = !show;
-    if (show && !btn.dataset.confirm) {
-      btn.textContent = `Retry ${failed} failed in run #${state.filters.runId}`;
-      btn.dataset.count = `${failed}`;
-    }
+    if (!show) return;
+    btn.dataset.armKey = `bulk:${runId}`;
+    btn.dataset.runId = runId;
+    btn.dataset.count = `${failed}`;
+    btn.dataset.label = `Retry ${failed} failed in run #${runId}`;
+    applyArmed(btn);
   }
 
   // ------------------------------------------------------------------ retries
@@ -592,24 +806,54 @@
     setTimeout(refreshAll, 1200);
   }
 
-  async function retryRun(runId, count, button) {
-    // Two-step confirmation without a modal dialog: the first click arms the button.
-    if (button.dataset.confirm !== 'armed') {
-      button.dataset.confirm = 'armed';
-      const previous = button.textContent;
-      button.textContent = `Confirm: retry ${count}?`;
-      button.classList.add('armed');
-      setTimeout(() => {
-        if (button.isConnected && button.dataset.confirm === 'armed') {
-          delete button.dataset.confirm;
-          button.textContent = previous;
-          button.classList.remove('armed');
-        }
-      }, 4000);
+  // Two-step confirmation without a modal dialog: the first click arms a bulk retry, the second
+  // (within ARM_MS) confirms it. The armed state lives here, not in the button, so a refresh that
+  // re-renders the table keeps it.
+
+  /** A bulk-retry button for run `runId` that arms under `key`. */
+  function armableButton(key, runId, count, attrs) {
+    const btn = h('button', { type: 'button', class: 'btn btn-small btn-danger-soft', ...attrs });
+    btn.dataset.armKey = key;
+    btn.dataset.runId = runId;
+    btn.dataset.count = `${count}`;
+    btn.dataset.label = `Retry ${count} failed`;
+    btn.addEventListener('click', (ev) => retryRun(ev.currentTarget));
+    applyArmed(btn);
+    return btn;
+  }
+
+  const isArmed = (key) => !!state.armed && state.armed.key === key && Date.now() <= state.armed.until;
+
+  /** Show a bulk-retry button as the armed state says. */
+  function applyArmed(btn) {
+    const armed = isArmed(btn.dataset.armKey);
+    btn.classList.toggle('armed', armed);
+    btn.dataset.confirm = armed ? 'armed' : '';
+    const text = armed ? `Confirm: retry ${btn.dataset.count}?` : btn.dataset.label;
+    if (!btn.disabled && btn.textContent !== text) btn.textContent = text;
+    btn.setAttribute('aria-label', armed ? `${text} Click again to retry them; it disarms after ${ARM_MS / 1000} seconds.` : text);
+  }
+
+  function applyArmedEverywhere() {
+    for (const btn of document.querySelectorAll('[data-arm-key]')) applyArmed(btn);
+  }
+
+  function disarm() {
+    state.armed = null;
+    applyArmedEverywhere();
+  }
+
+  async function retryRun(button) {
+    const key = button.dataset.armKey;
+    const runId = button.dataset.runId;
+    if (!isArmed(key)) {
+      state.armed = { key, until: Date.now() + ARM_MS };
+      applyArmedEverywhere();
       return;
     }
-    delete button.dataset.confirm;
+    state.armed = null;
     button.disabled = true;
+    button.classList.add('armed');
     button.textContent = 'Retrying…';
     await guarded(async () => {
       const data = await gql(M_RETRY_RUN, { id: runId });
@@ -621,31 +865,68 @@
       }
     });
     state.rendered = {};
-    button.classList.remove('armed');
     button.disabled = false;
+    applyArmedEverywhere();
     await refreshAll();
     setTimeout(refreshAll, 1200);
   }
 
   // ------------------------------------------------------------------ detail drawer
 
+  // The detail is a modal dialog: the page behind it is inert, focus moves into it and stays there
+  // (Tab and Shift-Tab cycle), Escape or the close button closes it and focus returns to the row.
+
+  /** The page behind the dialog. */
+  const BEHIND_DIALOG = ['.topbar', 'main'];
+
   function openDetail(id) {
+    if (!state.detailId) state.detailOpener = document.activeElement;
     state.detailId = id;
     $('detail').hidden = false;
     $('detail-backdrop').hidden = false;
+    for (const sel of BEHIND_DIALOG) document.querySelector(sel).inert = true;
+    $('detail-kicker').textContent = 'Push';
     $('detail-title').textContent = `#${id}`;
     clear($('detail-body')).append(h('p', { class: 'muted' }, 'Loading…'));
     delete state.rendered.detail;
     for (const tr of document.querySelectorAll('#pushes-body tr')) tr.classList.toggle('selected', tr.dataset.pushId === id);
+    $('detail-close').focus();
     loadDetail(id);
   }
 
   function closeDetail() {
+    const id = state.detailId;
     state.detailId = null;
     $('detail').hidden = true;
     $('detail-backdrop').hidden = true;
+    for (const sel of BEHIND_DIALOG) document.querySelector(sel).inert = false;
     delete state.rendered.detail;
     for (const tr of document.querySelectorAll('#pushes-body tr.selected')) tr.classList.remove('selected');
+    if (!id) return;
+    // Back to where the user was: the opener, or the row's button if a refresh replaced it.
+    const opener = state.detailOpener && state.detailOpener.isConnected && state.detailOpener !== document.body
+      ? state.detailOpener
+      : document.querySelector(`#pushes-body tr[data-push-id="${id}"] [data-testid="push-open"]`);
+    state.detailOpener = null;
+    if (opener) opener.focus();
+  }
+
+  /** Keep Tab inside the open dialog. */
+  function trapFocus(ev) {
+    if (ev.key !== 'Tab' || !state.detailId) return;
+    const focusable = [...$('detail').querySelectorAll('button, [href], input, select, textarea, [tabindex]:not([tabindex="-1"])')]
+      .filter((el) => !el.disabled && el.getClientRects().length > 0);
+    if (!focusable.length) return;
+    const first = focusable[0];
+    const last = focusable[focusable.length - 1];
+    const inside = $('detail').contains(document.activeElement);
+    if (ev.shiftKey && (document.activeElement === first || !inside)) {
+      ev.preventDefault();
+      last.focus();
+    } else if (!ev.shiftKey && (document.activeElement === last || !inside)) {
+      ev.preventDefault();
+      first.focus();
+    }
   }
 
   const field = (label, value, testid) => h('div', { class: 'kv' }, h('dt', {}, label), h('dd', { 'data-testid': testid || null }, value === null || value === undefined || value === '' ? '—' : value));
@@ -671,8 +952,11 @@
   }
 
   function renderDetail(p, audit) {
-    if (!changed('detail', [p, audit, state.canOperate])) return;
+    if (!changed('detail', [p, audit, state.canOperate, state.timeZone])) return;
+    // Redrawn while focus is inside: it goes to the close button, not out of the dialog.
+    const hadFocus = $('detail-body').contains(document.activeElement);
     const body = clear($('detail-body'));
+    if (hadFocus) $('detail-close').focus();
     if (!p) {
       $('detail-title').textContent = 'Not found';
       body.append(h('p', { class: 'muted' }, 'This push does not exist (or belongs to another tenant).'));
@@ -706,7 +990,7 @@
       field('Sample days', `${p.sampleDays}${p.fallback ? ' (fallback)' : ''}`),
       field('ConnectWise', `company ${p.cwCompanyId} · agreement ${p.cwAgreementId} · addition ${p.cwAdditionId}`),
       field('Attempts', `${p.attempts} of ${p.maxAttempts}`),
-      field('Next attempt', p.nextAttemptAt ? h('span', {}, fmtTime(p.nextAttemptAt), ' (', relTime(p.nextAttemptAt), ')') : null, 'detail-next-attempt'),
+      field('Next attempt', p.nextAttemptAt ? h('span', {}, fmtTime(p.nextAttemptAt), ' (', timeEl(p.nextAttemptAt), ')') : null, 'detail-next-attempt'),
       field('Ticket', p.ticketId ? `ConnectWise ticket #${p.ticketId}` : null, 'detail-ticket'),
       field('Created', fmtTime(p.createdAt)),
       field('Updated', fmtTime(p.updatedAt)),
@@ -753,19 +1037,21 @@
     $('sign-out').addEventListener('click', () => signOut(null));
     $('filters').addEventListener('submit', (ev) => {
       ev.preventDefault();
-      const customer = $('filter-customer').value.trim();
-      if (customer && !/^\d+$/.test(customer)) {
-        toast('error', 'Customer ID must be a number', []);
-        return;
-      }
-      setFilters({ period: $('filter-period').value, customerId: customer, runId: $('filter-run').value });
+      const text = $('filter-customer').value.trim();
+      const rest = { period: $('filter-period').value, runId: $('filter-run').value };
+      // Unchanged text keeps the customer already chosen.
+      if (state.filters.customerId && text && text === state.customerLabel) setFilters(rest);
+      else applyCustomerFilter(text, rest);
     });
+    $('tz-toggle').addEventListener('click', toggleTimeZone);
     $('filter-run').addEventListener('change', () => setFilters({ runId: $('filter-run').value }));
     $('filter-period').addEventListener('change', () => setFilters({ period: $('filter-period').value }));
     $('filter-clear').addEventListener('click', () => {
       $('filter-period').value = '';
       $('filter-customer').value = '';
       $('filter-run').value = '';
+      state.customerLabel = '';
+      clear($('customer-choices'));
       setFilters({ period: '', customerId: '', runId: '', status: 'ALL' });
     });
     $('page-next').addEventListener('click', () => {
@@ -778,12 +1064,24 @@
       if (state.cursors.length > 1) state.cursors.pop();
       loadPushes();
     });
-    $('bulk-retry').addEventListener('click', (ev) => retryRun(state.filters.runId, Number(ev.currentTarget.dataset.count || 0), ev.currentTarget));
+    $('bulk-retry').addEventListener('click', (ev) => retryRun(ev.currentTarget));
     $('detail-close').addEventListener('click', closeDetail);
     $('detail-backdrop').addEventListener('click', closeDetail);
-    document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && state.detailId) closeDetail(); });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && state.detailId) {
+        ev.preventDefault();
+        closeDetail();
+      } else {
+        trapFocus(ev);
+      }
+    });
     $('auto-refresh').addEventListener('change', () => { if ($('auto-refresh').checked) refreshAll(); });
-    window.addEventListener('hashchange', () => { if (state.me) { readHash(); state.rendered = {}; refreshAll(); } });
+    window.addEventListener('hashchange', () => {
+      if (!state.me) return;
+      readHash();
+      state.rendered = {};
+      refreshAll();
+    });
   }
 
   wire();
