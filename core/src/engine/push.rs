@@ -29,6 +29,10 @@ use crate::{
 /// claim back.
 pub const GATE_MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// How long after giving up on a PATCH (timeout, broken connection) the attempt waits before it
+/// reads the addition to learn whether the PATCH was applied.
+const VERIFY_GRACE: Duration = Duration::from_millis(500);
+
 /// Step names of `push_attempts.step`.
 const STEP_GET_COMPANY: &str = "GET_COMPANY";
 const STEP_GET_ADDITION: &str = "GET_ADDITION";
@@ -39,7 +43,7 @@ const STEP_VERIFY: &str = "VERIFY_ADDITION";
 /// each bounded by the ConnectWise timeout, and its waits at the gate by [`GATE_MAX_WAIT`].
 /// Reconciliation never reclaims a `RUNNING` push younger than this.
 pub fn max_attempt_duration(cw_timeout: Duration) -> Duration {
-    (cw_timeout + GATE_MAX_WAIT) * 4 + Duration::from_secs(5)
+    (cw_timeout + GATE_MAX_WAIT) * 4 + VERIFY_GRACE + Duration::from_secs(5)
 }
 
 /// Run one attempt of push `push_id` (job `Push`).
@@ -277,9 +281,15 @@ async fn send(
             (verdict, Some(resp.status))
         }
         Err(e) if sent_maybe_applied(&e) => {
-            // An answer we could not read (or none): ConnectWise may have applied it. Ask.
-            let failed = classify(deps, p, &e, codes::ADDITION_NOT_FOUND).await;
+            // An answer we could not read (or none): ConnectWise may have applied it. Ask; if it
+            // did not, the outcome is unknown rather than wrong, so the push tries again.
+            let failed = retry_verdict(deps, p, e.code(), e.to_string(), e.retry_after());
             calls.push(call_record(STEP_PATCH, started, &e, Some(quantity), &failed));
+            if !matches!(e.kind, CwErrorKind::Decode(_)) {
+                // We hung up on a request ConnectWise may still be working on: give it a moment to
+                // finish or drop it, so that the read sees its outcome and never overlaps it.
+                tokio::time::sleep(VERIFY_GRACE).await;
+            }
             let verified_at = deps.clock.now();
             match with_timeout(timeout, client.get_addition(p.cw_agreement_id, p.cw_addition_id)).await {
                 Ok(resp) if resp.body.quantity_i64() == Some(quantity) => {
@@ -597,6 +607,6 @@ mod tests {
 
     #[test]
     fn an_attempt_is_bounded() {
-        assert_eq!(max_attempt_duration(Duration::from_secs(30)), Duration::from_secs(129));
+        assert_eq!(max_attempt_duration(Duration::from_secs(30)), Duration::from_millis(129_500));
     }
 }

@@ -152,7 +152,8 @@ async fn mappings_swapped_and_swapped_back_leave_each_addition_its_value() {
 }
 
 async fn stale(app: &TestApp, mapping: i64) -> bool {
-    app.scalar_i64(&format!("SELECT CASE WHEN stale THEN 1 ELSE 0 END FROM product_mappings WHERE id = {mapping}")).await == 1
+    app.scalar_i64(&format!("SELECT CAST(CASE WHEN stale THEN 1 ELSE 0 END AS BIGINT) FROM product_mappings WHERE id = {mapping}")).await
+        == 1
 }
 
 /// Case 4: a correction that arrives while the period's push is pending flags the mapping, and the
@@ -328,8 +329,28 @@ async fn two_ticket_jobs_for_one_dead_push_make_one_ticket() {
     assert!(app.push(p.id).await.ticket_id.is_some());
 }
 
-/// Case 9b: a PATCH answered 2xx with a body we cannot read is verified by a GET; ConnectWise did
-/// not apply it here, so the push retries (and never dies) — and succeeds.
+/// Case 9b: a PATCH answered 2xx with a body we cannot read, or not answered in time, is verified by
+/// a GET before the push is judged: applied → `SUCCEEDED` at once (no ticket, no second PATCH); not
+/// applied → the push tries again (and never dies of it).
+#[tokio::test]
+async fn an_applied_but_unreadable_or_late_answer_is_verified_and_succeeds() {
+    for fault in [Fault::AppliedButUnreadable, Fault::AppliedThenHang(Duration::from_secs(3))] {
+        let app = spawn_with(Backend::Postgres, &[("CW_TIMEOUT_MS", "1000")]).await;
+        one_mapping(&app, "5").await;
+        app.fake.inject(rule("PATCH", &format!("additions/{X}"), fault.clone(), 1));
+        let run = app.run_sync("2026-02", false).await;
+        app.run_all().await;
+        let p = push_on(&app, run.id, X).await;
+        assert_eq!((p.status.as_str(), p.attempts), ("SUCCEEDED", 1), "{fault:?}");
+        let steps: Vec<String> = app.attempts(p.id).await.iter().map(|a| a.step.clone()).collect();
+        assert_eq!(steps, ["GET_ADDITION", "PATCH_QUANTITY", "VERIFY_ADDITION"], "{fault:?}");
+        assert_eq!((app.fake.addition_quantity(X), app.fake.patch_count()), (Some(5), 1), "{fault:?}");
+        assert!(app.fake.tickets().is_empty());
+    }
+}
+
+/// Case 9b, not applied: the garbage came from somewhere else; ConnectWise holds the old quantity,
+/// so the push tries again (and never dies of it) — and succeeds.
 #[tokio::test]
 async fn an_unreadable_success_is_verified_before_the_push_is_judged() {
     let app = spawn(Backend::Postgres).await;
@@ -344,4 +365,29 @@ async fn an_unreadable_success_is_verified_before_the_push_is_judged() {
     assert_eq!(steps, ["GET_ADDITION", "PATCH_QUANTITY", "VERIFY_ADDITION", "GET_ADDITION", "PATCH_QUANTITY"]);
     assert!(app.fake.tickets().is_empty());
     assert_eq!(app.fake.addition_quantity(X), Some(5));
+}
+
+/// Drift: somebody set the addition by hand after our push; the next push records it.
+#[tokio::test]
+async fn a_quantity_changed_by_hand_is_recorded_as_drift() {
+    let app = spawn(Backend::Postgres).await;
+    let (c, _) = one_mapping(&app, "5").await;
+    app.run_sync("2026-02", false).await;
+    app.run_all().await;
+    assert_eq!(app.fake.addition_quantity(X), Some(5));
+    app.fake.set_addition_quantity(X, 40);
+    app.record(c, PM::Microsoft365, U::ActiveUsers, &[("2026-02-11", "6")]).await;
+    let run = app.run_sync("2026-02", false).await;
+    app.run_all().await;
+    let p = push_on(&app, run.id, X).await;
+    assert_eq!((p.status.as_str(), p.held_quantity, p.drift_from_quantity), ("SUCCEEDED", Some(40), Some(40)));
+    assert_eq!(app.audit("push.drift").await.len(), 1);
+    assert_eq!(app.fake.addition_quantity(X), Some(6));
+    // What ConnectWise holds equals the value: unchanged, nothing sent, no drift.
+    let patches = app.fake.patch_count();
+    let run = app.run_sync("2026-02", false).await;
+    app.run_all().await;
+    let p = push_on(&app, run.id, X).await;
+    assert_eq!((p.status.as_str(), p.skip_reason.as_deref(), p.drift_from_quantity), ("SKIPPED", Some("UNCHANGED"), None));
+    assert_eq!(app.fake.patch_count(), patches);
 }
