@@ -384,3 +384,67 @@ async fn a_viewer_sees_the_dashboard_read_only_with_the_broken_connection_banner
     outcome.expect("the viewer flow");
     app.shutdown().await;
 }
+
+async fn orphaned_push_offers_no_retry(c: &Client, app: &TestApp, tenant: &str, seeded: &seed::Seeded) -> TestResult {
+    sign_in(c, &app.address, &token(tenant, &["operator"]), tenant).await?;
+    filter_status(c, "DEAD").await?;
+    assert_eq!(push_row_status(c, seeded.dead_push_id).await?.as_deref(), Some("DEAD"));
+    assert!(
+        !css_exists(c, &format!("[data-testid=\"retry-push\"][data-push-id=\"{}\"]", seeded.dead_push_id)).await?,
+        "no Retry for a push whose mapping was removed"
+    );
+    click(c, "the dead push", &format!("[data-testid=\"push-row\"][data-push-id=\"{}\"] [data-testid=\"push-open\"]", seeded.dead_push_id))
+        .await?;
+    let why = eventually("the reason there is no retry", 10, || async {
+        Ok(if css_exists(c, "[data-testid=\"detail-not-retryable\"]").await? {
+            Some(text_of(c, "[data-testid=\"detail-not-retryable\"]").await?)
+        } else {
+            None
+        })
+    })
+    .await?;
+    assert!(why.contains("mapping was removed"), "{why}");
+    assert!(!css_exists(c, "[data-testid=\"detail-retry\"]").await?, "no retry in the detail either");
+    screenshot(c, "dashboard-orphaned-push.png").await?;
+    Ok(())
+}
+
+/// Only the newest push of a mapped addition may write it: once the dead push's mapping is deleted,
+/// the dashboard offers no Retry for it (and the API would refuse one with MAPPING_REMOVED).
+#[tokio::test]
+async fn an_orphaned_dead_push_offers_no_retry() {
+    let Some((driver, chromium)) = browser_tools() else { return };
+    let app = spawn_app().await;
+    let tenant = "acme-orphan";
+    let seeded = seed::seed_run_with_dead_push(&app, tenant).await;
+    let operator = token(tenant, &["operator"]);
+    let dead = app
+        .gql_ok(
+            &operator,
+            "query($id: ID!) { push(id: $id) { retryable productMapping { id } } }",
+            json!({"id": seeded.dead_push_id.to_string()}),
+        )
+        .await;
+    assert_eq!(dead["push"]["retryable"], true, "{dead}");
+    let mapping = dead["push"]["productMapping"]["id"].clone();
+    let deleted =
+        app.gql_ok(&operator, "mutation($id: ID!) { deleteProductMapping(id: $id) { userErrors { code } } }", json!({"id": mapping})).await;
+    assert_eq!(deleted["deleteProductMapping"]["userErrors"], json!([]), "{deleted}");
+    let (guard, client) = open_browser(&driver, &chromium).await.expect("start chromedriver and Chromium");
+    let outcome = orphaned_push_offers_no_retry(&client, &app, tenant, &seeded).await;
+    if outcome.is_err() {
+        let _ = screenshot(&client, "dashboard-orphaned-failure.png").await;
+    }
+    let _ = client.close().await;
+    drop(guard);
+    outcome.expect("the orphaned push flow");
+    let refused = app
+        .gql_ok(
+            &operator,
+            "mutation($id: ID!) { retryPush(id: $id) { userErrors { code } } }",
+            json!({"id": seeded.dead_push_id.to_string()}),
+        )
+        .await;
+    assert_eq!(refused["retryPush"]["userErrors"][0]["code"], "MAPPING_REMOVED", "{refused}");
+    app.shutdown().await;
+}

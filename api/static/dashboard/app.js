@@ -230,8 +230,8 @@
     }
     pushes(first: $first, after: $after, status: $status, period: $period, customerId: $customerId, syncRunId: $syncRunId) {
       edges { node {
-        id status period productModule usage quantity dryRun attempts maxAttempts
-        lastErrorCode lastError lastHttpStatus nextAttemptAt updatedAt
+        id status period productModule usage quantity dryRun attempts maxAttempts retryable
+        lastErrorCode lastError lastHttpStatus nextAttemptAt updatedAt driftFromQuantity
         customer { id externalId accountName } syncRun { id }
       } }
       pageInfo { hasNextPage endCursor }
@@ -242,6 +242,7 @@
     push(id: $id) {
       id status period productModule usage method value quantity sampleDays fallback skipReason dryRun
       attempts maxAttempts nextAttemptAt lastErrorCode lastError lastHttpStatus ticketId
+      retryable writeBlockedBy heldQuantity driftFromQuantity cancelReason
       cwCompanyId cwAgreementId cwAdditionId createdAt updatedAt finishedAt
       customer { id externalId accountName }
       syncRun { id period trigger }
@@ -255,7 +256,7 @@
   }`;
 
   const M_RETRY_RUN = `mutation DashboardRetryRun($id: ID!) {
-    retryFailedPushes(syncRunId: $id) { pushes { id } userErrors { code field message } }
+    retryFailedPushes(syncRunId: $id) { pushes { id } skippedSuperseded skippedOrphaned skippedInFlight userErrors { code field message } }
   }`;
 
   // ------------------------------------------------------------------ sign in / out
@@ -758,7 +759,7 @@
         h('td', { class: 'err-cell c-error' }, p.lastErrorCode ? h('code', { class: 'code-err' }, p.lastErrorCode) : h('span', { class: 'muted' }, '—'),
           p.lastError ? h('div', { class: 'muted small clip', title: p.lastError }, p.lastError) : null),
         h('td', { class: 'c-updated', 'data-testid': 'push-updated' }, timeEl(p.updatedAt)),
-        h('td', { class: 'actions c-actions' }, state.canOperate && RETRYABLE.has(p.status)
+        h('td', { class: 'actions c-actions' }, state.canOperate && p.retryable
           ? h('button', { type: 'button', class: 'btn btn-small btn-primary', 'data-testid': 'retry-push', 'data-push-id': p.id, onclick: (ev) => { ev.stopPropagation(); retryPush(p.id, ev.currentTarget); } }, 'Retry')
           : null));
       body.append(row);
@@ -861,7 +862,12 @@
       if (r.userErrors.length) {
         reportUserErrors(`Run #${runId} was not retried`, r.userErrors);
       } else {
-        toast('success', `${r.pushes.length} push${r.pushes.length === 1 ? '' : 'es'} of run #${runId} queued for retry`, []);
+        const skipped = [
+          [r.skippedSuperseded, 'superseded by a newer push of their addition'],
+          [r.skippedOrphaned, 'whose mapping was removed'],
+          [r.skippedInFlight, 'whose addition has another push in flight'],
+        ].filter(([n]) => n > 0).map(([n, why]) => ({ text: `${n} left alone: ${why}.` }));
+        toast('success', `${r.pushes.length} push${r.pushes.length === 1 ? '' : 'es'} of run #${runId} queued for retry`, skipped);
       }
     });
     state.rendered = {};
@@ -967,10 +973,16 @@
     $('detail-title').append(`#${p.id} `, pill(p.status, 'detail-status'));
 
     const actions = h('div', { class: 'detail-actions' });
-    if (state.canOperate && RETRYABLE.has(p.status)) {
+    if (RETRYABLE.has(p.status) && !p.retryable) {
+      // Only the newest push of a mapped addition may write it: no Retry for this one.
+      actions.append(h('span', { class: 'muted small', 'data-testid': 'detail-not-retryable' },
+        p.writeBlockedBy === 'PUSH_SUPERSEDED'
+          ? 'Not retryable: a newer push of the same addition exists — retry that one instead.'
+          : 'Not retryable: its product mapping was removed or now points to another addition.'));
+    } else if (state.canOperate && p.retryable) {
       actions.append(h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'detail-retry', onclick: (ev) => retryPush(p.id, ev.currentTarget) }, 'Retry now'),
         h('span', { class: 'muted small' }, 'A fresh budget of attempts; audited with your name.'));
-    } else if (!state.canOperate && RETRYABLE.has(p.status)) {
+    } else if (!state.canOperate && p.retryable) {
       actions.append(h('span', { class: 'muted small' }, 'Read-only: an operator can retry this push.'));
     }
     if (actions.childNodes.length) body.append(actions);
@@ -981,12 +993,18 @@
         p.lastError ? h('p', {}, p.lastError) : null));
     }
     if (p.skipReason) body.append(h('div', { class: 'note-box' }, 'Skipped: ', h('code', {}, p.skipReason)));
+    if (p.driftFromQuantity !== null && p.driftFromQuantity !== undefined) {
+      body.append(h('div', { class: 'note-box', 'data-testid': 'detail-drift' }, 'Drift: ConnectWise held ',
+        h('strong', {}, `${p.driftFromQuantity}`), ', not the quantity this service last set — somebody changed the addition by hand.'));
+    }
 
     body.append(h('h3', {}, 'Summary'), h('dl', { class: 'kvs' },
       field('Customer', p.customer ? `${p.customer.accountName} (ID ${p.customer.id}, ${p.customer.externalId})` : null),
       field('Product', `${moduleName(p.productModule)} · ${humanize(p.usage)}`),
       field('Method', humanize(p.method)),
       field('Value → quantity', p.value === null ? null : `${p.value} → ${p.quantity}`),
+      p.heldQuantity === null ? null : field('ConnectWise held', `${p.heldQuantity}`, 'detail-held'),
+      p.cancelReason ? field('Cancelled because', h('code', {}, p.cancelReason)) : null,
       field('Sample days', `${p.sampleDays}${p.fallback ? ' (fallback)' : ''}`),
       field('ConnectWise', `company ${p.cwCompanyId} · agreement ${p.cwAgreementId} · addition ${p.cwAdditionId}`),
       field('Attempts', `${p.attempts} of ${p.maxAttempts}`),
