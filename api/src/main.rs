@@ -102,7 +102,7 @@ async fn main() -> ExitCode {
             redact(&settings.database_url)
         ));
     }
-    let db = match sync_core::db::connect(&settings.database_url, 20).await {
+    let db = match sync_core::db::connect(&settings.database_url, settings.db_pool_size(20, with_worker || sqlite)).await {
         Ok(db) => db,
         Err(e) => {
             let hint = if sqlite {

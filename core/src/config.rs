@@ -169,6 +169,13 @@ impl Settings {
         if missing.is_empty() { Ok(()) } else { Err(ConfigError::Missing(format!("a PostgreSQL deployment needs {}", missing.join(", ")))) }
     }
 
+    /// Database connections a process needs: `base` for its own work, plus one per push in flight
+    /// when it runs workers (an attempt holds a connection while its PATCH is fenced).
+    pub fn db_pool_size(&self, base: u32, runs_workers: bool) -> u32 {
+        let pushes = if runs_workers { u32::try_from(self.push_concurrency).unwrap_or(u32::MAX) } else { 0 };
+        base.saturating_add(pushes)
+    }
+
     /// The retry policy of pushes.
     pub fn backoff_policy(&self) -> domain::BackoffPolicy {
         domain::BackoffPolicy { min: self.push_backoff_min, max: self.push_backoff_max }

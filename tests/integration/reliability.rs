@@ -163,7 +163,7 @@ async fn two_thousand_pushes_survive_the_fault_matrix() {
     let app = spawn_app_with(AppOptions {
         with_worker: true,
         env: [
-            ("PUSH_CONCURRENCY", "64"),
+            ("PUSH_CONCURRENCY", "32"),
             ("PUSH_BACKOFF_MIN_MS", "50"),
             ("PUSH_BACKOFF_MAX_MS", "1000"),
             ("CW_TIMEOUT_MS", "1500"),

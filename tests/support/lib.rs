@@ -113,12 +113,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// Create a fresh database named by a uuid and run the migrations on it.
 pub async fn fresh_database() -> (DatabaseConnection, String, String) {
+    fresh_database_with_pool(10).await
+}
+
+/// [`fresh_database`] with a pool of `max_connections`.
+pub async fn fresh_database_with_pool(max_connections: u32) -> (DatabaseConnection, String, String) {
     let name = format!("csync_test_{}", uuid::Uuid::new_v4().simple());
     let admin = sync_core::db::connect(PG_ADMIN_URL, 1).await.expect("PostgreSQL must be running on 127.0.0.1:5432");
     admin.execute_raw(Statement::from_string(DbBackend::Postgres, format!("CREATE DATABASE {name}"))).await.expect("create database");
     admin.close().await.ok();
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    let db = sync_core::db::connect(&url, 10).await.expect("connect test database");
+    let db = sync_core::db::connect(&url, max_connections).await.expect("connect test database");
     sync_core::db::migrate(&db).await.expect("migrate");
     (db, name, url)
 }
@@ -136,7 +141,10 @@ pub async fn fresh_sqlite_database() -> (DatabaseConnection, String, String) {
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     init_logs();
     let fake = FakeConnectWise::start(FakeConfig { private_key: "Pr1v4te-K3y-Never-Shown".into(), ..FakeConfig::default() }).await;
-    let (db, db_name, url) = if opts.sqlite { fresh_sqlite_database().await } else { fresh_database().await };
+    // The app and its in-process workers share one pool: a fenced PATCH holds a connection.
+    let concurrency = opts.env.iter().find(|(k, _)| k == "PUSH_CONCURRENCY").and_then(|(_, v)| v.parse::<u32>().ok()).unwrap_or(16);
+    let pool = if opts.with_worker { 10 + concurrency } else { 10 };
+    let (db, db_name, url) = if opts.sqlite { fresh_sqlite_database().await } else { fresh_database_with_pool(pool).await };
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", url.as_str()),
         ("BIND_ADDR", "127.0.0.1:0"),

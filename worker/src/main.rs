@@ -90,7 +90,7 @@ async fn run() -> ExitCode {
         Err(error) => return fail_setup("invalid SECRETS_KEY", error),
     };
 
-    let db = match sync_core::db::connect(&settings.database_url, 10).await {
+    let db = match sync_core::db::connect(&settings.database_url, settings.db_pool_size(10, true)).await {
         Ok(db) => db,
         Err(error) => {
             return fail_setup("cannot connect to the database (check DATABASE_URL and that the server is reachable)", chain(error));

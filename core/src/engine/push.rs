@@ -238,10 +238,6 @@ async fn send(
         last_set_quantity: last_set,
         calls,
     };
-    // The gate is passed before the fence: nothing waits while holding the row.
-    if let Some(wait) = gate(deps, p).await {
-        return settle_alone(deps, p, observed(wait, None, calls)).await;
-    }
     let txn = sql::begin_write(&deps.db).await?;
     match ledger::push::fence(&txn, p).await? {
         FenceCheck::Send => {}
@@ -257,6 +253,12 @@ async fn send(
             txn.commit().await?;
             return follow.run(deps, p).await;
         }
+    }
+    // The gate is the last thing before the call (a 429 that arrived while we waited for the row
+    // still holds us back); it waits at most GATE_MAX_WAIT while the row is held.
+    if let Some(wait) = gate(deps, p).await {
+        txn.rollback().await?;
+        return settle_alone(deps, p, observed(wait, None, calls)).await;
     }
     let timeout = fence_timeout(deps);
     let started = deps.clock.now();
@@ -291,7 +293,14 @@ async fn send(
                 tokio::time::sleep(VERIFY_GRACE).await;
             }
             let verified_at = deps.clock.now();
-            match with_timeout(timeout, client.get_addition(p.cw_agreement_id, p.cw_addition_id)).await {
+            let read = match gate(deps, p).await {
+                // The tenant's gate closed meanwhile: the next attempt's read will tell.
+                Some(_) => {
+                    Err(CwError::new(CwErrorKind::Connect("not verified: the tenant's ConnectWise gate is closed".into()), Duration::ZERO))
+                }
+                None => with_timeout(timeout, client.get_addition(p.cw_agreement_id, p.cw_addition_id)).await,
+            };
+            match read {
                 Ok(resp) if resp.body.quantity_i64() == Some(quantity) => {
                     calls.push(call_record(STEP_VERIFY, verified_at, &resp, Some(quantity), &Verdict::Succeeded));
                     (Verdict::Succeeded, Some(resp.status))
