@@ -29,20 +29,55 @@ pub struct Claims {
     nbf: Option<serde_json::Number>,
 }
 
-/// Why a token was refused (all become HTTP 401; the message is safe to show).
+/// Why a token was refused (all become HTTP 401). `Display` is the short, stable message sent to
+/// the caller; what exactly was wrong (the JWT library's words) is [`AuthError::detail`], for the
+/// debug log only.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token")]
     Missing,
-    #[error("invalid token: {0}")]
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("invalid token")]
     Invalid(String),
-    #[error("token algorithm {0:?} is not accepted")]
+    #[error("invalid token")]
     Algorithm(String),
-    #[error("no verification key is configured")]
+    #[error("invalid token")]
     NoKeys,
+    /// The token was good but its tenant could not be looked up (the database is unreachable).
+    #[error("tenant lookup failed")]
+    TenantLookup,
+}
+
+impl AuthError {
+    /// Why, in detail (never the token itself): for the debug log, not for the caller.
+    pub fn detail(&self) -> String {
+        match self {
+            AuthError::Invalid(d) => d.clone(),
+            AuthError::Algorithm(alg) => format!("token algorithm {alg} is not accepted"),
+            AuthError::NoKeys => "no verification key is configured".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A JWT library error as one of ours: expiry and not-before get their own message.
+fn from_jwt(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+        jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        _ => AuthError::Invalid(e.to_string()),
+    }
 }
 
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// `sub` and `tenant`: 1 to 200 characters, no control characters.
+const MAX_CLAIM_CHARS: usize = 200;
+/// At most this many roles of at most 64 characters each.
+const MAX_ROLES: usize = 32;
+const MAX_ROLE_CHARS: usize = 64;
 const LEEWAY_SECS: u64 = 30;
 const JWKS_REFRESH_MIN: Duration = Duration::from_secs(30);
 
@@ -153,7 +188,7 @@ impl JwtVerifier {
             };
             match decode::<Claims>(token, &key, &self.validation(alg)) {
                 Ok(data) => return check_times(data.claims, self.clock.now().timestamp()).and_then(check_claims),
-                Err(e) => last = AuthError::Invalid(e.to_string()),
+                Err(e) => last = from_jwt(e),
             }
         }
         Err(last)
@@ -166,23 +201,28 @@ fn check_times(c: Claims, now: i64) -> Result<Claims, AuthError> {
     let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
     let exp = seconds(&c.exp).ok_or_else(|| AuthError::Invalid("the `exp` claim is not a number of seconds".into()))?;
     if exp.saturating_add(leeway) <= now {
-        return Err(AuthError::Invalid("the token has expired".into()));
+        return Err(AuthError::Expired);
     }
     if let Some(nbf) = &c.nbf {
         let nbf = seconds(nbf).ok_or_else(|| AuthError::Invalid("the `nbf` claim is not a number of seconds".into()))?;
         if nbf.saturating_sub(leeway) > now {
-            return Err(AuthError::Invalid("the token is not valid yet".into()));
+            return Err(AuthError::NotYetValid);
         }
     }
     Ok(c)
 }
 
+/// Claims reach the database (the tenant row) and the audit log (the actor): short, printable.
 fn check_claims(c: Claims) -> Result<Claims, AuthError> {
-    if c.tenant.trim().is_empty() || c.tenant.len() > 200 {
-        return Err(AuthError::Invalid("the `tenant` claim is missing or empty".into()));
+    let text_ok = |s: &str, max: usize| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control);
+    if !text_ok(&c.tenant, MAX_CLAIM_CHARS) {
+        return Err(AuthError::Invalid(format!("the `tenant` claim must be 1 to {MAX_CLAIM_CHARS} printable characters")));
     }
-    if c.sub.trim().is_empty() || c.sub.len() > 200 {
-        return Err(AuthError::Invalid("the `sub` claim is missing or empty".into()));
+    if !text_ok(&c.sub, MAX_CLAIM_CHARS) {
+        return Err(AuthError::Invalid(format!("the `sub` claim must be 1 to {MAX_CLAIM_CHARS} printable characters")));
+    }
+    if c.roles.len() > MAX_ROLES || c.roles.iter().any(|r| !text_ok(r, MAX_ROLE_CHARS)) {
+        return Err(AuthError::Invalid(format!("`roles` must be at most {MAX_ROLES} names of 1 to {MAX_ROLE_CHARS} printable characters")));
     }
     Ok(c)
 }
@@ -215,10 +255,10 @@ impl JwksCache {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| AuthError::Invalid(format!("JWKS unavailable: {e}")))?
+            .map_err(|e| AuthError::Invalid(format!("JWKS unavailable: {}", e.without_url())))?
             .json()
             .await
-            .map_err(|e| AuthError::Invalid(format!("JWKS unreadable: {e}")))?;
+            .map_err(|e| AuthError::Invalid(format!("JWKS unreadable: {}", e.without_url())))?;
         let allowed: HashSet<Algorithm> = [Algorithm::RS256, Algorithm::ES256].into_iter().collect();
         let mut keys = HashMap::new();
         for jwk in &set.keys {
@@ -254,7 +294,7 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
 mod tests {
     use super::*;
 
-    fn claims(exp: serde_json::Value, nbf: Option<serde_json::Value>) -> Claims {
+    fn timed(exp: serde_json::Value, nbf: Option<serde_json::Value>) -> Claims {
         let mut v = serde_json::json!({"sub": "s", "tenant": "t", "exp": exp});
         if let Some(nbf) = nbf {
             v["nbf"] = nbf;
@@ -265,12 +305,43 @@ mod tests {
     #[test]
     fn exp_and_nbf_are_judged_on_the_given_clock_with_30s_leeway() {
         let now = 1_800_000_000;
-        assert!(check_times(claims((now - 29).into(), None), now).is_ok(), "inside the leeway");
-        assert!(check_times(claims((now - 30).into(), None), now).is_err(), "expired beyond the leeway");
-        assert!(check_times(claims(serde_json::json!(now as f64 + 0.5), None), now).is_ok(), "fractional seconds");
-        assert!(check_times(claims((now + 60).into(), Some((now + 30).into())), now).is_ok(), "nbf inside the leeway");
-        assert!(check_times(claims((now + 60).into(), Some((now + 31).into())), now).is_err(), "not valid yet");
+        assert!(check_times(timed((now - 29).into(), None), now).is_ok(), "inside the leeway");
+        assert!(check_times(timed((now - 30).into(), None), now).is_err(), "expired beyond the leeway");
+        assert!(check_times(timed(serde_json::json!(now as f64 + 0.5), None), now).is_ok(), "fractional seconds");
+        assert!(check_times(timed((now + 60).into(), Some((now + 30).into())), now).is_ok(), "nbf inside the leeway");
+        assert!(check_times(timed((now + 60).into(), Some((now + 31).into())), now).is_err(), "not valid yet");
         let text_exp = serde_json::from_value::<Claims>(serde_json::json!({"sub": "s", "tenant": "t", "exp": "soon"}));
         assert!(text_exp.is_err(), "a non-numeric exp is refused");
+    }
+
+    fn claims(sub: &str, tenant: &str, roles: &[&str]) -> Claims {
+        Claims { sub: sub.into(), tenant: tenant.into(), roles: roles.iter().map(|r| r.to_string()).collect(), exp: 0.into(), nbf: None }
+    }
+
+    #[test]
+    fn claims_are_short_and_printable() {
+        assert!(check_claims(claims("alice", "acme", &["admin"])).is_ok());
+        for bad in [
+            claims("alice", "ac\u{0}me", &[]),
+            claims("al\u{7}ice", "acme", &[]),
+            claims("alice", " ", &[]),
+            claims("alice", &"t".repeat(201), &[]),
+            claims("alice", "acme", &["ad\nmin"]),
+            claims("alice", "acme", &[&"r".repeat(65)]),
+            claims("alice", "acme", &["viewer"; 33]),
+        ] {
+            let e = check_claims(bad).expect_err("refused");
+            assert_eq!(e.to_string(), "invalid token");
+        }
+    }
+
+    #[test]
+    fn messages_are_short_and_stable() {
+        assert_eq!(AuthError::Algorithm("HS512".into()).to_string(), "invalid token");
+        assert!(AuthError::Algorithm("HS512".into()).detail().contains("HS512"));
+        assert_eq!(AuthError::Invalid("JSON error: missing field `sub` at line 1 column 52".into()).to_string(), "invalid token");
+        assert_eq!(AuthError::Expired.to_string(), "token expired");
+        assert_eq!(AuthError::NotYetValid.to_string(), "token not yet valid");
+        assert_eq!(AuthError::Missing.to_string(), "missing bearer token");
     }
 }

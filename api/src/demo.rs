@@ -246,7 +246,7 @@ pub async fn load(
     queue: &dyn JobQueue,
     settings: &Settings,
     secrets: Option<&SecretBox>,
-    http: &reqwest::Client,
+    http: &connectwise::CwHttp,
     clock: &dyn Clock,
 ) -> Result<DemoReport, DemoError> {
     let now = clock.now();
@@ -378,7 +378,7 @@ async fn configure_connectwise(
     db: &DatabaseConnection,
     settings: &Settings,
     secrets: Option<&SecretBox>,
-    http: &reqwest::Client,
+    http: &connectwise::CwHttp,
     p: &Principal,
     now: DateTime<Utc>,
 ) -> Result<(), DemoError> {

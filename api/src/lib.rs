@@ -8,6 +8,7 @@ pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod rate_limit;
 pub mod request_id;
 pub mod startup;
 pub mod telemetry;

@@ -132,6 +132,10 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let cw_http = match startup::cw_http(&settings) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
     let clock = sync_core::clock::from_settings(&settings);
     let app = match Application::build(settings.clone(), db.clone(), Arc::new(queue.clone()), clock.clone()).await {
         Ok(a) => a,
@@ -139,7 +143,7 @@ async fn main() -> ExitCode {
     };
 
     let demo_report = if load_demo {
-        match demo::load(&db, &queue, &settings, secrets.as_ref(), &startup::http_client(), clock.as_ref()).await {
+        match demo::load(&db, &queue, &settings, secrets.as_ref(), &cw_http, clock.as_ref()).await {
             Ok(report) => {
                 tracing::info!(?report, "demo tenant loaded");
                 Some(report)
@@ -161,7 +165,7 @@ async fn main() -> ExitCode {
             WorkerQueue::Redis(q) => Arc::new(worker::RedisRateLimiter::for_queue(q, settings.cw_rate_per_tenant)),
             WorkerQueue::Sqlite(_) => Arc::new(sync_core::engine::LocalRateLimiter::with_clock(settings.cw_rate_per_tenant, clock.clone())),
         };
-        let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, startup::http_client(), rate, clock.clone());
+        let deps = worker::engine_deps(db.clone(), &queue, settings.clone(), secrets, cw_http, rate, clock.clone());
         Some(worker::spawn_in_process(deps, queue.clone()).await)
     } else {
         None

@@ -13,7 +13,9 @@ use crate::{
     dashboard, graphiql,
     graphql::{AppCtx, build_schema},
     http::{self, HttpState, MAX_BODY_BYTES},
-    metrics, request_id,
+    metrics,
+    rate_limit::TenantBudget,
+    request_id,
 };
 use sync_core::{Settings, clock::SharedClock, crypto::SecretBox, jobs::JobQueue};
 
@@ -25,6 +27,10 @@ pub enum StartupError {
     Jwt(String),
     #[error("SECRETS_KEY: {0}")]
     Secrets(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("cannot start the GraphQL runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// A bound, not yet running, HTTP server.
@@ -33,14 +39,20 @@ pub struct Application {
     server: Server,
 }
 
-/// A shared HTTP client: ConnectWise calls set their own per-request timeouts.
-pub fn http_client() -> reqwest::Client {
+/// The ConnectWise HTTP client of this process (ConnectWise calls set their own per-request
+/// timeouts): no redirects, and the outbound address guard of `CW_ALLOW_HTTP` on every connection.
+pub fn cw_http(settings: &Settings) -> Result<connectwise::CwHttp, StartupError> {
+    connectwise::CwHttp::new(connectwise::AddressPolicy::from_allow_http(settings.cw_allow_http))
+        .map_err(|e| StartupError::Http(e.to_string()))
+}
+
+/// The client fetching `JWT_JWKS_URL` (an operator's setting, not a tenant's).
+fn jwks_client() -> Result<reqwest::Client, StartupError> {
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(120))
-        .pool_max_idle_per_host(64)
+        .timeout(std::time::Duration::from_secs(30))
         .build()
-        .unwrap_or_default()
+        .map_err(|e| StartupError::Http(e.to_string()))
 }
 
 pub fn secret_box(settings: &Settings) -> Result<Option<SecretBox>, StartupError> {
@@ -54,16 +66,17 @@ impl Application {
         queue: Arc<dyn JobQueue>,
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
-        let http_client = http_client();
         let secrets = secret_box(&settings)?;
-        let verifier = JwtVerifier::from_settings(&settings.jwt, http_client.clone(), clock.clone()).map_err(StartupError::Jwt)?;
-        let app = AppCtx { db, settings: settings.clone(), queue, secrets, http: http_client, clock };
+        let verifier = JwtVerifier::from_settings(&settings.jwt, jwks_client()?, clock.clone()).map_err(StartupError::Jwt)?;
+        let app = AppCtx { db, settings: settings.clone(), queue, secrets, http: cw_http(&settings)?, clock };
         let state = web::Data::new(HttpState {
             schema: build_schema(Some(app.clone()), settings.graphql_introspection),
             app,
             verifier,
             graphiql: settings.graphql_introspection,
             tenants: RwLock::new(Default::default()),
+            budget: TenantBudget::new(settings.api_rate_per_tenant, settings.api_burst_per_tenant),
+            runtime: http::graphql_runtime().map_err(StartupError::Runtime)?,
         });
         let listener =
             TcpListener::bind(&settings.bind_addr).map_err(|source| StartupError::Bind { addr: settings.bind_addr.clone(), source })?;

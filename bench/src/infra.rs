@@ -132,6 +132,11 @@ impl Infra {
             ("CW_CLIENT_ID", fake_client_id),
             ("CW_ALLOW_HTTP", "true"),
             ("RUST_LOG", "warn"),
+            // The scenarios load one tenant far beyond a tenant's default request budget: they
+            // measure what the budget's check costs, not its refusals (the reads scenario
+            // measures a flood against a real budget separately).
+            ("API_RATE_PER_TENANT", "1000000"),
+            ("API_BURST_PER_TENANT", "1000000"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -249,9 +254,17 @@ pub struct Api {
 impl Api {
     /// Start `api` on a free port and wait for `/healthz`.
     pub async fn start(infra: &Infra, label: &str, fake_client_id: &str, client_pool: usize) -> Result<Api> {
+        Self::start_with(infra, label, fake_client_id, client_pool, &[]).await
+    }
+
+    /// [`Api::start`] with extra environment variables.
+    pub async fn start_with(infra: &Infra, label: &str, fake_client_id: &str, client_pool: usize, extra: &[(&str, &str)]) -> Result<Api> {
         let port = free_port()?;
         let mut env = infra.process_env(fake_client_id);
         env.insert("BIND_ADDR".into(), format!("127.0.0.1:{port}"));
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
         let child = infra.spawn("api", label, &env, &[])?;
         let http =
             reqwest::Client::builder().pool_max_idle_per_host(client_pool).timeout(Duration::from_secs(120)).tcp_nodelay(true).build()?;

@@ -94,6 +94,9 @@ pub struct Extras {
     pub bare_rate: Option<f64>,
     pub worker_rss_after_push_mib: Option<f64>,
     pub read_p99_ms: Option<f64>,
+    /// Reads of one tenant while another floods the API: (p99 idle, p99 under the flood, share of
+    /// the flood answered 429).
+    pub flood: Option<(f64, f64, f64)>,
     pub statements_per_request: Option<(f64, f64)>,
     pub api_reads_rss_mib: Option<f64>,
 }
@@ -262,6 +265,14 @@ fn print_extras(x: &Extras) {
     println!("- push pipeline: {} pushes/s (bare client: {} GET+PATCH/s)", rate(x.push_rate), rate(x.bare_rate));
     if let Some(p) = x.read_p99_ms {
         println!("- GraphQL reads: p99 {p:.1} ms (median of the runs)");
+    }
+    if let Some((idle, flooded, refused)) = x.flood {
+        println!(
+            "- GraphQL reads of one tenant while another floods (API_RATE_PER_TENANT 1000, burst 1000): p99 {idle:.1} ms alone, \
+             {flooded:.1} ms under the flood ({:.2}×; target ≤ 2×), {:.0} % of the flood answered 429",
+            flooded / idle,
+            refused * 100.0
+        );
     }
     if let Some((a, b)) = x.statements_per_request {
         println!("- SQL statements per GraphQL read: {a:.2} at first: 10, {b:.2} at first: 50 (pg_stat_database transactions ÷ requests)");

@@ -210,7 +210,7 @@ pub async fn run(
         queue: collect.clone(),
         settings,
         secrets: Some(infra.secrets.clone()),
-        http: reqwest::Client::new(),
+        http: connectwise::CwHttp::new(connectwise::AddressPolicy::AllowPrivate)?,
         rate: Arc::new(sync_core::engine::LocalRateLimiter::new(1_000_000)),
         clock: Arc::new(sync_core::engine::SystemClock),
     };

@@ -53,6 +53,7 @@ async fn pages(api: &Api, tok: &str, first: usize) -> Result<Vec<Vec<u8>>> {
 }
 
 /// What one load run measured.
+#[derive(Clone, Copy)]
 struct Load {
     requests: usize,
     rate: f64,
@@ -180,5 +181,62 @@ pub async fn run(infra: &Infra, sizes: &Sizes, fake_client_id: &str, extras: &mu
     }
     extras.read_p99_ms = Some(row.p99_ms.median());
     extras.api_reads_rss_mib = api.child.peak_rss_kib().map(|k| k as f64 / 1024.0);
+    drop(api);
+    if sizes.judge {
+        extras.flood = Some(flood(infra, fake_client_id, &bodies, sizes).await?);
+    }
     Ok(row)
+}
+
+/// Connections of the tenant whose reads are measured during the flood (few enough to stay within
+/// the budget), and of the flooding tenant.
+const VICTIM_CONNECTIONS: usize = 2;
+const FLOOD_CONNECTIONS: usize = 16;
+
+/// One tenant floods an `api` with a real budget (cheap `me` queries from many connections, most
+/// answered 429) while another reads pages: the reader's p99 alone and under the flood, and the
+/// share of the flood refused. A measurement, not a CI assertion (latency on a shared machine).
+async fn flood(infra: &Infra, fake_client_id: &str, bodies: &[Vec<u8>], sizes: &Sizes) -> Result<(f64, f64, f64)> {
+    let budget = [("API_RATE_PER_TENANT", "1000"), ("API_BURST_PER_TENANT", "1000")];
+    let api = Api::start_with(infra, "api-flood", fake_client_id, VICTIM_CONNECTIONS + FLOOD_CONNECTIONS, &budget).await?;
+    let reader = token("bench-agg", &["viewer"])?;
+    let flooder = token("bench-flood", &["viewer"])?;
+    let window = sizes.read_duration.min(Duration::from_secs(10));
+    load(&api, &reader, bodies, VICTIM_CONNECTIONS, Duration::from_secs(2)).await?; // warm-up
+    let idle = load(&api, &reader, bodies, VICTIM_CONNECTIONS, window).await?;
+    let stop = Instant::now() + window;
+    let url = format!("{}/graphql", api.base);
+    let floods = (0..FLOOD_CONNECTIONS).map(|_| {
+        let (url, http, auth) = (url.clone(), api.http.clone(), format!("Bearer {flooder}"));
+        tokio::spawn(async move {
+            let (mut sent, mut refused) = (0u64, 0u64);
+            while Instant::now() < stop {
+                let resp = http
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(r#"{"query":"{ me { sub } }"}"#)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sent += 1;
+                refused += u64::from(resp.status().as_u16() == 429);
+                resp.bytes().await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>((sent, refused))
+        })
+    });
+    let (flooded, counts) = tokio::join!(load(&api, &reader, bodies, VICTIM_CONNECTIONS, window), futures::future::join_all(floods));
+    let flooded = flooded?;
+    let (mut sent, mut refused) = (0u64, 0u64);
+    for c in counts {
+        let (s, r) = c.map_err(|e| e.to_string())??;
+        sent += s;
+        refused += r;
+    }
+    println!(
+        "  reads under a flood: alone {} requests, p99 {:.1} ms; flooded {} requests, p99 {:.1} ms; the flood sent {sent} requests, {refused} answered 429",
+        idle.requests, idle.p99_ms, flooded.requests, flooded.p99_ms
+    );
+    Ok((idle.p99_ms, flooded.p99_ms, if sent == 0 { 0.0 } else { refused as f64 / sent as f64 }))
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::error::{CwError, CwErrorKind};
+use crate::guard::{CwHttp, ForbiddenDestination};
 use crate::models::{Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwResponse, NewTicket, Ticket, truncate_chars};
 
 /// The `Accept` header pinning the ConnectWise model version.
@@ -25,6 +26,17 @@ pub const MAX_PAGES: usize = 10_000;
 
 /// Header carrying ConnectWise's request id.
 const REQUEST_ID_HEADER: &str = "x-cw-request-id";
+
+/// Whether `codebase` has the shape of a ConnectWise codebase (`v4_6_release`, `v2025_1`, with an
+/// optional trailing slash): `^[A-Za-z0-9_.-]{1,64}/?$`, and not `.` or `..`. Anything else, from a
+/// user or from a site's `companyinfo`, is refused rather than put into a URL or stored.
+pub fn is_valid_codebase(codebase: &str) -> bool {
+    let bare = codebase.strip_suffix('/').unwrap_or(codebase);
+    (1..=64).contains(&bare.len())
+        && bare.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && bare != "."
+        && bare != ".."
+}
 
 /// The API member's connection settings for one ConnectWise tenant.
 #[derive(Clone)]
@@ -76,7 +88,7 @@ fn origin_of(url: &Url) -> String {
 /// Cheap to clone (the inner `reqwest::Client` is reference counted).
 #[derive(Clone)]
 pub struct CwClient {
-    http: reqwest::Client,
+    http: CwHttp,
     creds: Credentials,
     timeout: Duration,
     origin: String,
@@ -102,7 +114,7 @@ impl RawResponse {
         match serde_json::from_slice::<T>(&self.bytes) {
             Ok(body) => Ok(CwResponse { body, status: self.status, request_id: self.request_id, duration: self.duration }),
             Err(e) => Err(CwError {
-                kind: CwErrorKind::Decode(format!("invalid response body: {e}")),
+                kind: CwErrorKind::Decode(json_error(&e)),
                 status: Some(self.status),
                 request_id: self.request_id,
                 duration: self.duration,
@@ -113,9 +125,9 @@ impl RawResponse {
 }
 
 impl CwClient {
-    /// A client using `http` (shared connection pool), `creds`, and `timeout` per request
-    /// (covering connect, send and reading the whole body).
-    pub fn new(http: reqwest::Client, creds: Credentials, timeout: Duration) -> Self {
+    /// A client using `http` (shared connection pool and the outbound address guard), `creds`,
+    /// and `timeout` per request (covering connect, send and reading the whole body).
+    pub fn new(http: CwHttp, creds: Credentials, timeout: Duration) -> Self {
         let origin = origin_of(&creds.site_url);
         CwClient { http, creds, timeout, origin }
     }
@@ -212,6 +224,12 @@ impl CwClient {
     }
 
     fn url(&self, path: &str) -> Result<Url, CwError> {
+        if !is_valid_codebase(self.creds.codebase.trim_start_matches('/')) {
+            return Err(CwError::new(
+                CwErrorKind::InvalidUrl("the codebase is not a ConnectWise codebase such as v4_6_release".into()),
+                Duration::ZERO,
+            ));
+        }
         let raw = format!("{}{}", self.base_url(), path);
         let url = Url::parse(&raw).map_err(|e| CwError::new(CwErrorKind::InvalidUrl(format!("{raw}: {e}")), Duration::ZERO))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -260,7 +278,7 @@ impl CwClient {
             })?;
             if seen.contains(next_url.as_str()) {
                 return Err(CwError {
-                    kind: CwErrorKind::Decode(format!("paging loop: Link rel=\"next\" points back to {}", next_url.path())),
+                    kind: CwErrorKind::Decode("paging loop: Link rel=\"next\" points back to a page already read".into()),
                     status: Some(status),
                     request_id,
                     duration: started.elapsed(),
@@ -306,8 +324,10 @@ impl CwClient {
 
     /// Sends one request and reads the whole body within the timeout; non-2xx become errors.
     async fn execute(&self, method: Method, url: Url, body: Option<Vec<u8>>) -> Result<RawResponse, CwError> {
+        // IP literals never reach the resolver, and the scheme may have been allowed once only.
+        self.http.check_url(&url)?;
         let headers = self.headers()?;
-        let mut rb = self.http.request(method.clone(), url.clone()).headers(headers).timeout(self.timeout);
+        let mut rb = self.http.client().request(method.clone(), url.clone()).headers(headers).timeout(self.timeout);
         if let Some(b) = body {
             rb = rb.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(b);
         }
@@ -358,8 +378,24 @@ async fn send_and_read(timeout: &Duration, rb: reqwest::RequestBuilder) -> Resul
     }
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
+/// ConnectWise's request id, when it looks like one (it is shown and stored; anything else from an
+/// unknown server is dropped).
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?.trim();
+    let sane = !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    sane.then(|| v.to_string())
+}
+
+/// A JSON error without the text it quotes (serde quotes offending values, which come from the
+/// response): its class and position only.
+fn json_error(e: &serde_json::Error) -> String {
+    let class = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "not the expected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("invalid response body: {class} (line {}, column {})", e.line(), e.column())
 }
 
 fn classify(result: Result<Received, SendError>, duration: Duration, method: &Method, url: &Url) -> Result<RawResponse, CwError> {
@@ -371,14 +407,18 @@ fn classify(result: Result<Received, SendError>, duration: Duration, method: &Me
         }
         Err(SendError::Body(status, headers, e)) => {
             let mut err = transport_error(e, Some(status), duration, method, url);
-            err.request_id = header_str(&headers, REQUEST_ID_HEADER);
+            err.request_id = request_id(&headers);
             return Err(err);
         }
     };
-    let request_id = header_str(&headers, REQUEST_ID_HEADER);
+    let request_id = request_id(&headers);
     if (200..300).contains(&status) {
         let next_link = headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok()).find_map(next_link);
         return Ok(RawResponse { status, request_id, duration, next_link, bytes });
+    }
+    if (300..400).contains(&status) {
+        // Never followed, and neither its body nor its `Location` is kept.
+        return Err(CwError { kind: CwErrorKind::Redirect, status: Some(status), request_id, duration, retry_after: None });
     }
     let (code, message) = parse_error_body(status, &bytes);
     let retry_after = if status == 429 || status == 503 {
@@ -390,6 +430,9 @@ fn classify(result: Result<Received, SendError>, duration: Duration, method: &Me
 }
 
 fn transport_error(e: reqwest::Error, status: Option<u16>, duration: Duration, method: &Method, url: &Url) -> CwError {
+    if let Some(refused) = find_cause::<ForbiddenDestination>(&e) {
+        return CwError { kind: CwErrorKind::ForbiddenAddress(refused.to_string()), status, request_id: None, duration, retry_after: None };
+    }
     let kind = if e.is_timeout() {
         CwErrorKind::Timeout
     } else if e.is_builder() {
@@ -405,6 +448,18 @@ fn transport_error(e: reqwest::Error, status: Option<u16>, duration: Duration, m
         CwErrorKind::Connect(format!("{} ({method} {safe})", error_chain(&e.without_url())))
     };
     CwError { kind, status, request_id: None, duration, retry_after: None }
+}
+
+/// The first error of type `T` in `e`'s source chain.
+fn find_cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -426,8 +481,6 @@ struct ErrorBody {
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
     errors: Option<Vec<ErrorItem>>,
 }
 
@@ -436,38 +489,43 @@ struct ErrorItem {
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
     field: Option<String>,
 }
 
-/// `(code, message)` from a ConnectWise error body, with fallbacks for other bodies.
+/// A code or field name as ConnectWise writes them (`InvalidObject`, `quantity`,
+/// `agreement/id`): short, ASCII, no spaces. Anything else is not ConnectWise's and is dropped.
+fn is_identifier(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'-'))
+}
+
+/// `(code, message)` of an error answer. Only ConnectWise's well-formed `code` (and each field
+/// error's `field: code`) is kept beside the status reason: bodies are never echoed or stored,
+/// whoever sent them (an answer that is not ConnectWise's could be anything).
 fn parse_error_body(status: u16, bytes: &[u8]) -> (Option<String>, String) {
     let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("unexpected status").to_string();
-    if let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes)
-        && (body.code.is_some() || body.message.is_some())
-    {
-        let mut message = body.message.unwrap_or_else(|| reason.clone());
-        let details: Vec<String> = body
-            .errors
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| {
-                let msg = i.message.or(i.code)?;
-                Some(match i.field {
-                    Some(f) if !f.is_empty() => format!("{f}: {msg}"),
-                    _ => msg,
-                })
+    let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) else {
+        return (None, reason);
+    };
+    let Some(code) = body.code.filter(|c| is_identifier(c)) else {
+        return (None, reason);
+    };
+    let details: Vec<String> = body
+        .errors
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| {
+            let code = i.code.filter(|c| is_identifier(c))?;
+            Some(match i.field.filter(|f| is_identifier(f)) {
+                Some(f) => format!("{f}: {code}"),
+                None => code,
             })
-            .collect();
-        if !details.is_empty() {
-            message.push_str(&format!(" ({})", details.join("; ")));
-        }
-        return (body.code, message);
-    }
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.is_empty() { (None, reason) } else { (None, format!("{reason}: {}", truncate_chars(text, 300))) }
+        })
+        .take(10)
+        .collect();
+    let message = if details.is_empty() { reason } else { format!("{reason} ({})", details.join("; ")) };
+    (Some(code), message)
 }
 
 /// Parses `Retry-After`: delay seconds, or an HTTP-date (delay until then, at least zero).
@@ -523,8 +581,9 @@ fn quote_condition_string(s: &str) -> String {
 }
 
 /// Finds a site's codebase: `GET {site}/login/companyinfo/{companyId}` (no credentials), field
-/// `Codebase` such as `"v4_6_release/"`, returned without the trailing slash.
-pub async fn discover_codebase(http: &reqwest::Client, site_url: &Url, company_id: &str, timeout: Duration) -> Result<String, CwError> {
+/// `Codebase` such as `"v4_6_release/"`, returned without the trailing slash. A `Codebase` that is
+/// not shaped like one ([`is_valid_codebase`]) is refused, never shown or stored.
+pub async fn discover_codebase(http: &CwHttp, site_url: &Url, company_id: &str, timeout: Duration) -> Result<String, CwError> {
     let origin = origin_of(site_url);
     let mut url = Url::parse(&origin).map_err(|e| CwError::new(CwErrorKind::InvalidUrl(format!("{origin}: {e}")), Duration::ZERO))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -534,20 +593,25 @@ pub async fn discover_codebase(http: &reqwest::Client, site_url: &Url, company_i
         .map_err(|_| CwError::new(CwErrorKind::InvalidUrl(format!("{origin}: cannot carry a path")), Duration::ZERO))?
         .clear()
         .extend(["login", "companyinfo", company_id]);
-    let rb = http.get(url.clone()).header(ACCEPT, HeaderValue::from_static("application/json")).timeout(timeout);
+    http.check_url(&url)?;
+    let rb = http.client().get(url.clone()).header(ACCEPT, HeaderValue::from_static("application/json")).timeout(timeout);
     let started = Instant::now();
     let result = send_and_read(&timeout, rb).await;
     let raw = classify(result, started.elapsed(), &Method::GET, &url)?;
     let (status, request_id, duration) = (raw.status, raw.request_id.clone(), raw.duration);
     let info: serde_json::Value = raw.decode::<serde_json::Value>()?.body;
-    let codebase = info.get("Codebase").and_then(|v| v.as_str()).map(|s| s.trim().trim_matches('/').to_string()).filter(|s| !s.is_empty());
-    codebase.ok_or(CwError {
-        kind: CwErrorKind::Decode(format!("no Codebase in companyinfo for company id {company_id:?} (unknown company id?)")),
+    let refused = |m: &str| CwError {
+        kind: CwErrorKind::Decode(m.to_string()),
         status: Some(status),
-        request_id,
+        request_id: request_id.clone(),
         duration,
         retry_after: None,
-    })
+    };
+    match info.get("Codebase").and_then(|v| v.as_str()).map(str::trim).filter(|s| !s.is_empty()) {
+        None => Err(refused("companyinfo has no Codebase (unknown company id?)")),
+        Some(c) if !is_valid_codebase(c) => Err(refused("companyinfo answered a Codebase that is not shaped like one")),
+        Some(c) => Ok(c.trim_matches('/').to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -574,18 +638,48 @@ mod tests {
     }
 
     #[test]
-    fn error_body_parsing() {
+    fn error_bodies_are_reduced_to_connectwise_codes() {
         let (c, m) = parse_error_body(
             400,
             br#"{"code":"InvalidObject","message":"bad","errors":[{"code":"ObjectExists","message":"dup","field":"name"}]}"#,
         );
         assert_eq!(c.as_deref(), Some("InvalidObject"));
-        assert_eq!(m, "bad (name: dup)");
+        assert_eq!(m, "Bad Request (name: ObjectExists)");
+        // Not ConnectWise's: only the status reason.
         let (c, m) = parse_error_body(502, b"<html>gateway</html>");
-        assert_eq!(c, None);
-        assert_eq!(m, "Bad Gateway: <html>gateway</html>");
+        assert_eq!((c, m.as_str()), (None, "Bad Gateway"));
         let (_, m) = parse_error_body(503, b"");
         assert_eq!(m, "Service Unavailable");
+        for body in [
+            br#"{"code":"root:x:0:0:root:/root:/bin/bash","message":"internal"}"#.as_slice(),
+            br#"{"code":"has space","message":"secret"}"#,
+            br#"{"code":42}"#,
+            br#"{"message":"only a message from somewhere"}"#,
+        ] {
+            let (c, m) = parse_error_body(400, body);
+            assert_eq!((c, m.as_str()), (None, "Bad Request"), "{}", String::from_utf8_lossy(body));
+        }
+        let (c, m) =
+            parse_error_body(400, br#"{"code":"InvalidObject","errors":[{"code":"a b","field":"x"},{"code":"Bad","field":"<script>"}]}"#);
+        assert_eq!((c.as_deref(), m.as_str()), (Some("InvalidObject"), "Bad Request (Bad)"));
+    }
+
+    #[test]
+    fn codebase_shape() {
+        for ok in ["v4_6_release", "v4_6_release/", "v2025_1", "V2025.1-beta", &"a".repeat(64)] {
+            assert!(is_valid_codebase(ok), "{ok}");
+        }
+        for bad in ["", "/", ".", "..", "../", "a/b", "v4 6", "v4?x=1", "v4#x", &"a".repeat(65), "v4\u{0}", "ü", "a//"] {
+            assert!(!is_valid_codebase(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_errors_never_quote_the_body() {
+        let e = serde_json::from_slice::<Vec<i64>>(br#"["s3cret-internal-value"]"#).unwrap_err();
+        let m = json_error(&e);
+        assert!(!m.contains("s3cret"), "{m}");
+        assert!(m.contains("not the expected shape"), "{m}");
     }
 
     #[test]
@@ -596,7 +690,7 @@ mod tests {
     #[test]
     fn base_url_ignores_userinfo_and_path() {
         let c = CwClient::new(
-            reqwest::Client::new(),
+            CwHttp::new(crate::AddressPolicy::PublicOnly).unwrap(),
             Credentials {
                 site_url: Url::parse("https://u:p@api-na.myconnectwise.net/some/path").unwrap(),
                 codebase: "/v4_6_release/".into(),

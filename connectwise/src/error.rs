@@ -40,6 +40,12 @@ pub enum CwErrorKind {
     Decode(String),
     /// The configured site URL, codebase or client id cannot form a valid request.
     InvalidUrl(String),
+    /// The site answered with a redirect (3xx). Redirects are never followed, and what the
+    /// redirect said (body, `Location`) is not kept.
+    Redirect,
+    /// The destination is, or resolves only to, an address the outbound guard forbids
+    /// (loopback, private, link-local, reserved…; see [`crate::is_forbidden_address`]).
+    ForbiddenAddress(String),
 }
 
 impl CwError {
@@ -56,7 +62,7 @@ impl CwError {
             CwErrorKind::Http { .. } => {
                 matches!(self.status, Some(408 | 429 | 500 | 502 | 503 | 504))
             }
-            CwErrorKind::Decode(_) | CwErrorKind::InvalidUrl(_) => false,
+            CwErrorKind::Decode(_) | CwErrorKind::InvalidUrl(_) | CwErrorKind::Redirect | CwErrorKind::ForbiddenAddress(_) => false,
         }
     }
 
@@ -90,9 +96,11 @@ impl CwError {
 
     /// Stable machine code: `CW_TIMEOUT`, `CW_CONNECT`, `CW_RATE_LIMITED`, `CW_AUTH_FAILED`,
     /// `CW_NOT_FOUND`, `CW_SERVER_ERROR`, `CW_BAD_REQUEST` (other 4xx), `CW_DECODE`,
-    /// `CW_INVALID_URL`.
+    /// `CW_INVALID_URL`, `CW_REDIRECT_REFUSED`, `CW_ADDRESS_REFUSED`.
     pub fn code(&self) -> &'static str {
         match &self.kind {
+            CwErrorKind::Redirect => "CW_REDIRECT_REFUSED",
+            CwErrorKind::ForbiddenAddress(_) => "CW_ADDRESS_REFUSED",
             CwErrorKind::Timeout => "CW_TIMEOUT",
             CwErrorKind::Connect(_) => "CW_CONNECT",
             CwErrorKind::Decode(_) => "CW_DECODE",
@@ -124,6 +132,11 @@ impl CwError {
                 None => format!("unexpected ConnectWise response: {m}"),
             },
             CwErrorKind::InvalidUrl(m) => format!("invalid ConnectWise connection setting: {m}"),
+            CwErrorKind::Redirect => {
+                let status = self.status.map(|s| s.to_string()).unwrap_or_else(|| "3xx".into());
+                format!("ConnectWise answered with a redirect (HTTP {status}); redirects are refused")
+            }
+            CwErrorKind::ForbiddenAddress(m) => format!("ConnectWise address refused: {m}"),
         };
         out.push_str(&format!(
             " [{}; request id {}; after {} ms",
@@ -174,6 +187,11 @@ mod tests {
         assert!(CwError::new(CwErrorKind::Timeout, Duration::ZERO).is_retryable());
         assert!(CwError::new(CwErrorKind::Connect("x".into()), Duration::ZERO).is_retryable());
         assert!(!CwError::new(CwErrorKind::Decode("x".into()), Duration::ZERO).is_retryable());
+        let redirect = CwError { status: Some(302), ..CwError::new(CwErrorKind::Redirect, Duration::ZERO) };
+        assert_eq!((redirect.code(), redirect.is_retryable()), ("CW_REDIRECT_REFUSED", false));
+        assert!(redirect.to_string().contains("redirect (HTTP 302)"), "{redirect}");
+        let refused = CwError::new(CwErrorKind::ForbiddenAddress("10.0.0.1".into()), Duration::ZERO);
+        assert_eq!((refused.code(), refused.is_retryable()), ("CW_ADDRESS_REFUSED", false));
     }
 
     #[test]

@@ -215,7 +215,7 @@ fn client(fake: &FakeConnectWise) -> CwClient {
         private_key: SecretString::from(c.private_key.clone()),
         client_id: c.client_id.clone(),
     };
-    CwClient::new(reqwest::Client::new(), creds, Duration::from_secs(10))
+    CwClient::new(connectwise::CwHttp::new(connectwise::AddressPolicy::AllowPrivate).expect("http client"), creds, Duration::from_secs(10))
 }
 
 /// Every call the client makes, once; returns what it decoded, for a sanity check.

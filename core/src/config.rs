@@ -25,6 +25,10 @@ pub struct Settings {
     pub reconcile_stale: Duration,
     /// GraphiQL page and schema introspection (off with `GRAPHQL_INTROSPECTION=false`).
     pub graphql_introspection: bool,
+    /// `/graphql` requests per second per tenant, sustained (per `api` process).
+    pub api_rate_per_tenant: u32,
+    /// `/graphql` requests a tenant may send at once before the sustained rate applies.
+    pub api_burst_per_tenant: u32,
     pub log_format: LogFormat,
     /// `CLOCK_START` (tests and demos only): the process's clock starts at this instant and runs on
     /// in real time (see [`crate::clock`]). Unset: the system clock.
@@ -96,6 +100,8 @@ impl Settings {
             push_concurrency: parse_num(vars, "PUSH_CONCURRENCY", 16usize, 1)?,
             reconcile_stale: Duration::from_secs(parse_num(vars, "RECONCILE_STALE_S", 300u64, 1)?),
             graphql_introspection: parse_bool(vars, "GRAPHQL_INTROSPECTION", true)?,
+            api_rate_per_tenant: parse_num(vars, "API_RATE_PER_TENANT", 50u32, 1)?,
+            api_burst_per_tenant: parse_num(vars, "API_BURST_PER_TENANT", 100u32, 1)?,
             log_format: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -226,6 +232,7 @@ mod tests {
         assert_eq!(s.push_concurrency, 16);
         assert_eq!(s.reconcile_stale, Duration::from_secs(300));
         assert_eq!(s.bind_addr, "127.0.0.1:8080");
+        assert_eq!((s.api_rate_per_tenant, s.api_burst_per_tenant), (50, 100));
         assert!(!s.is_postgres());
         assert!(s.clock_start.is_none(), "the system clock unless CLOCK_START is set");
     }
@@ -240,7 +247,14 @@ mod tests {
 
     #[test]
     fn unparsable_numbers_and_cron_are_refused_with_the_variable_name() {
-        for (k, v) in [("PUSH_MAX_ATTEMPTS", "eight"), ("CW_TIMEOUT_MS", "-1"), ("PUSH_CONCURRENCY", "0"), ("SYNC_CRON", "0 6 2 * *")] {
+        for (k, v) in [
+            ("PUSH_MAX_ATTEMPTS", "eight"),
+            ("CW_TIMEOUT_MS", "-1"),
+            ("PUSH_CONCURRENCY", "0"),
+            ("SYNC_CRON", "0 6 2 * *"),
+            ("API_RATE_PER_TENANT", "0"),
+            ("API_BURST_PER_TENANT", "many"),
+        ] {
             let err = Settings::from_vars(&vars(&[(k, v)])).expect_err(k).to_string();
             assert!(err.contains(k), "{err}");
         }

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_initial;
 mod m20261125_000001_open_pushes_index;
+mod m20261126_000001_catalog_refresh_requests;
 mod m20261202_000001_fractional_sequence_numbers;
 mod m20261202_000002_ledger;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261125_000001_open_pushes_index::Migration),
+            Box::new(m20261126_000001_catalog_refresh_requests::Migration),
             Box::new(m20261202_000001_fractional_sequence_numbers::Migration),
             Box::new(m20261202_000002_ledger::Migration),
         ]

@@ -142,15 +142,25 @@ async fn bad_input_gets_coded_errors_never_a_panic() {
     // Malformed ids return null, not errors.
     let d = app.gql_ok(&t, r#"{ customer(id: "abc") { id } productMapping(id: "-1") { id } }"#, json!({})).await;
     assert_eq!(d, json!({"customer": null, "productMapping": null}));
-    // Oversized strings are user errors.
+    // Strings over a field's limit are user errors; over the limit of any input string (4,096
+    // characters), the request is refused before anything runs.
     let d = app
         .gql_ok(
+            &t,
+            "mutation($i: [CustomerInput!]!) { upsertCustomers(input: $i) { userErrors { code field } } }",
+            json!({"i": [{"externalId": "e", "accountName": "n".repeat(1_000), "licenses": []}]}),
+        )
+        .await;
+    assert_eq!(d["upsertCustomers"]["userErrors"][0], json!({"code": "INVALID_INPUT", "field": ["input", "0", "accountName"]}));
+    let body = app
+        .gql(
             &t,
             "mutation($i: [CustomerInput!]!) { upsertCustomers(input: $i) { userErrors { code field } } }",
             json!({"i": [{"externalId": "e", "accountName": "n".repeat(100_000), "licenses": []}]}),
         )
         .await;
-    assert_eq!(d["upsertCustomers"]["userErrors"][0], json!({"code": "INVALID_INPUT", "field": ["input", "0", "accountName"]}));
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    assert!(body["data"].is_null(), "{body}");
     // Depth limit.
     let mut deep = "id".to_string();
     for _ in 0..10 {

@@ -1,4 +1,5 @@
 //! All integration tests compile into one binary (zero2prod style). Each test spawns its own app.
+mod abuse;
 mod auth;
 mod bad_input;
 mod calendar;
@@ -6,6 +7,7 @@ mod config_errors;
 mod customers;
 mod dashboard;
 mod embedded;
+mod guard;
 mod http_errors;
 mod isolation;
 mod mappings;

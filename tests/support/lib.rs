@@ -155,6 +155,9 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         ("CW_TIMEOUT_MS", "2000"),
         ("CW_RATE_PER_TENANT", "1000"),
         ("RECONCILE_STALE_S", "2"),
+        // Tests send bursts of requests as one tenant; the budget has its own tests (abuse.rs).
+        ("API_RATE_PER_TENANT", "100000"),
+        ("API_BURST_PER_TENANT", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -196,7 +199,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
             &queue.worker_queue(),
             settings.clone(),
             secrets,
-            api::startup::http_client(),
+            api::startup::cw_http(&settings).expect("http client"),
             rate,
             clock.clone(),
         );

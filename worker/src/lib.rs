@@ -36,7 +36,7 @@ pub fn engine_deps<Q: sync_core::jobs::JobQueue + Clone>(
     queue: &Q,
     settings: Arc<Settings>,
     secrets: Option<SecretBox>,
-    http: reqwest::Client,
+    http: connectwise::CwHttp,
     rate: Arc<dyn TenantRateLimiter>,
     clock: SharedClock,
 ) -> EngineDeps {

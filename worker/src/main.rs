@@ -105,7 +105,9 @@ async fn run() -> ExitCode {
         Err(error) => return fail_setup("cannot use the Redis job queue", chain(error)),
     };
 
-    let http = match reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(settings.cw_timeout).build() {
+    // ConnectWise calls set their own timeout (CW_TIMEOUT_MS); the client refuses redirects and
+    // guards every address it connects to.
+    let http = match connectwise::CwHttp::new(connectwise::AddressPolicy::from_allow_http(settings.cw_allow_http)) {
         Ok(http) => http,
         Err(error) => return fail_setup("cannot build the HTTP client", error),
     };

@@ -66,7 +66,15 @@ async fn start(test: &str) -> (Env, DatabaseConnection, RedisQueue, WorkerHandle
     // A pinned calendar: nothing here may depend on the day the suite runs.
     let clock =
         Arc::new(ShiftedClock::starting_at(chrono::DateTime::parse_from_rfc3339("2026-08-03T10:00:00Z").expect("instant").to_utc()));
-    let deps = engine_deps(db.clone(), &queue, settings, None, reqwest::Client::new(), Arc::new(LocalRateLimiter::new(10)), clock);
+    let deps = engine_deps(
+        db.clone(),
+        &queue,
+        settings,
+        None,
+        connectwise::CwHttp::new(connectwise::AddressPolicy::AllowPrivate).expect("http client"),
+        Arc::new(LocalRateLimiter::new(10)),
+        clock,
+    );
     let handle = spawn_in_process(deps, queue.clone()).await;
     (Env { prefix, db_path }, db, queue, handle)
 }

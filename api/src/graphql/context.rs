@@ -21,7 +21,8 @@ pub struct AppCtx {
     pub settings: Arc<Settings>,
     pub queue: Arc<dyn JobQueue>,
     pub secrets: Option<SecretBox>,
-    pub http: reqwest::Client,
+    /// The guarded ConnectWise client (no redirects; the address guard on every connection).
+    pub http: connectwise::CwHttp,
     /// The service's clock (period rules, audit times, token validity).
     pub clock: SharedClock,
 }

@@ -2,6 +2,7 @@
 pub mod context;
 pub mod enums;
 pub mod errors;
+pub mod limits;
 pub mod loaders;
 pub mod resolvers;
 pub mod scalars;
@@ -18,7 +19,8 @@ pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Depth limit of SPEC §8.
 pub const MAX_DEPTH: usize = 15;
-/// Complexity budget: list fields cost `first` × their selection.
+/// Complexity budget: list fields cost `first` × their selection, fields that reach PostgreSQL or
+/// Redis carry their cost (`limits::COST_*`).
 pub const MAX_COMPLEXITY: usize = 20_000;
 
 /// Build the schema. `app` is `None` only for SDL export.
@@ -29,7 +31,8 @@ pub fn build_schema(app: Option<AppCtx>, introspection: bool) -> AppSchema {
         .limit_recursive_depth(32)
         .limit_directives(20);
     if !introspection {
-        b = b.disable_introspection();
+        // "Did you mean …?" would describe the schema that introspection hides.
+        b = b.disable_introspection().disable_suggestions();
     }
     if let Some(app) = app {
         b = b.data(app);

@@ -15,6 +15,7 @@ use super::{
     context::{Need, app, principal},
     enums::{Edition, IntervalMethod, ProductModule, UsageMetric},
     errors::OrGql,
+    limits::{COST_CONNECTWISE, COST_DB_READ, COST_WRITE},
     loaders::{CustomerPrefetch, load_err, loaders},
     scalars::Date,
     types::*,
@@ -48,7 +49,7 @@ impl AccountQuery {
     }
 
     /// `null` until configured; never the private key.
-    #[graphql(guard = "Need(Permission::Read)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn connect_wise_settings(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ConnectWiseSettings>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(service::settings::get(&a.db, p.tenant_id).await.gql()?.map(ConnectWiseSettings))
@@ -65,7 +66,7 @@ impl AccountQuery {
     }
 
     /// Audit entries, newest first.
-    #[graphql(guard = "Need(Permission::Read)", complexity = "list_cost(first, child_complexity)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + list_cost(first, child_complexity)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -89,7 +90,7 @@ pub struct CustomerQuery;
 #[Object]
 impl CustomerQuery {
     /// Customers ordered by account name.
-    #[graphql(guard = "Need(Permission::ReadCustomers)", complexity = "list_cost(first, child_complexity)")]
+    #[graphql(guard = "Need(Permission::ReadCustomers)", complexity = "COST_DB_READ + list_cost(first, child_complexity)")]
     async fn customers(
         &self,
         ctx: &Context<'_>,
@@ -115,14 +116,14 @@ impl CustomerQuery {
         Ok(connection(page, Customer))
     }
 
-    #[graphql(guard = "Need(Permission::ReadCustomers)")]
+    #[graphql(guard = "Need(Permission::ReadCustomers)", complexity = "COST_DB_READ + child_complexity")]
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let Some(id) = parse_id(&id) else { return Ok(None) };
         Ok(service::customers::get_customer(&a.db, p.tenant_id, id).await.gql()?.map(Customer))
     }
 
-    #[graphql(guard = "Need(Permission::Read)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn product_mapping(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<ProductMapping>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let Some(id) = parse_id(&id) else { return Ok(None) };
@@ -136,7 +137,7 @@ pub struct CatalogQuery;
 #[Object]
 impl CatalogQuery {
     /// ConnectWise companies from the refreshed catalog, by name.
-    #[graphql(guard = "Need(Permission::Read)", complexity = "list_cost(first, child_complexity)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + list_cost(first, child_complexity)")]
     async fn cw_companies(
         &self,
         ctx: &Context<'_>,
@@ -151,14 +152,14 @@ impl CatalogQuery {
     }
 
     /// A company's agreements with their additions.
-    #[graphql(guard = "Need(Permission::Read)", complexity = "20 * child_complexity")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + 20 * child_complexity")]
     async fn cw_agreements(&self, ctx: &Context<'_>, company_id: i64) -> async_graphql::Result<Vec<CwAgreement>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(service::catalog::agreements_of_company(&a.db, p.tenant_id, company_id).await.gql()?.into_iter().map(CwAgreement).collect())
     }
 
     /// Service boards with teams, statuses, types and subtypes.
-    #[graphql(guard = "Need(Permission::Read)", complexity = "20 * child_complexity")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + 20 * child_complexity")]
     async fn cw_boards(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<CwBoard>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(service::catalog::boards(&a.db, p.tenant_id).await.gql()?.into_iter().map(|(b, i)| CwBoard::new(b, i)).collect())
@@ -291,7 +292,7 @@ pub struct SettingsMutation;
 #[Object]
 impl SettingsMutation {
     /// Save the ConnectWise connection (admin). The private key is encrypted at rest and write-only.
-    #[graphql(guard = "Need(Permission::Administer)")]
+    #[graphql(guard = "Need(Permission::Administer)", complexity = "COST_CONNECTWISE + child_complexity")]
     async fn configure_connect_wise(
         &self,
         ctx: &Context<'_>,
@@ -318,7 +319,7 @@ impl SettingsMutation {
     }
 
     /// Check the credentials and that the ticket board, team, status, type and subtype exist together.
-    #[graphql(guard = "Need(Permission::Administer)")]
+    #[graphql(guard = "Need(Permission::Administer)", complexity = "COST_CONNECTWISE + child_complexity")]
     async fn test_connect_wise_connection(&self, ctx: &Context<'_>) -> async_graphql::Result<ConnectionTestPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(match service::settings::test_connection(&a.db, &a.cw_access(), p, a.clock.now()).await.gql()? {
@@ -332,7 +333,7 @@ impl SettingsMutation {
     }
 
     /// Switch consumption sync on or off (admin).
-    #[graphql(guard = "Need(Permission::Administer)")]
+    #[graphql(guard = "Need(Permission::Administer)", complexity = "COST_WRITE + child_complexity")]
     async fn set_consumption_sync(&self, ctx: &Context<'_>, enabled: bool) -> async_graphql::Result<ConnectWiseSettingsPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(match service::settings::set_consumption_sync(&a.db, p, enabled, a.clock.now()).await.gql()? {
@@ -348,7 +349,7 @@ pub struct CustomerMutation;
 #[Object]
 impl CustomerMutation {
     /// Create or update customers by `externalId`; each one's licenses are replaced by the given ones.
-    #[graphql(guard = "Need(Permission::Ingest)")]
+    #[graphql(guard = "Need(Permission::Ingest)", complexity = "COST_WRITE + child_complexity")]
     async fn upsert_customers(&self, ctx: &Context<'_>, input: Vec<CustomerInput>) -> async_graphql::Result<UpsertCustomersPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         if input.len() > MAX_INPUT_LIST {
@@ -379,7 +380,7 @@ impl CustomerMutation {
     }
 
     /// Map a customer to an Active ConnectWise company (one-to-one).
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn map_customer(
         &self,
         ctx: &Context<'_>,
@@ -395,7 +396,7 @@ impl CustomerMutation {
         ))
     }
 
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn unmap_customer(
         &self,
         ctx: &Context<'_>,
@@ -428,14 +429,14 @@ pub struct MappingMutation;
 
 #[Object]
 impl MappingMutation {
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn create_product_mapping(&self, ctx: &Context<'_>, input: ProductMappingInput) -> async_graphql::Result<ProductMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(mapping_payload(service::mappings::create_product_mapping(&a.db, p, input.into(), a.clock.now()).await.gql()?))
     }
 
     /// Update with optimistic concurrency: `expectedVersion` must be the current version.
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn update_product_mapping(
         &self,
         ctx: &Context<'_>,
@@ -450,7 +451,7 @@ impl MappingMutation {
     }
 
     /// Delete a mapping; its pending pushes are cancelled.
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn delete_product_mapping(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<DeleteProductMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(match service::mappings::delete_product_mapping(&a.db, p, &id, a.clock.now()).await.gql()? {
@@ -460,7 +461,7 @@ impl MappingMutation {
     }
 
     /// Atomically replace all of a customer's mappings: all valid or nothing written.
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn save_product_mappings(
         &self,
         ctx: &Context<'_>,

@@ -1,6 +1,7 @@
 //! Operator status for the dashboard: worker liveness, the tenant's ConnectWise connection, the
-//! next scheduled run, stale mappings, queue depth, and push counts per status for the tabs.
-//! Thin adapters over `sync_core::service::status`.
+//! next scheduled run, stale mappings, the tenant's waiting work, and push counts per status for
+//! the tabs. Thin adapters over `sync_core::service::status`. Everything here is the tenant's own:
+//! no worker host names or process ids, no other tenant's queue.
 use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use sync_core::{
@@ -11,6 +12,7 @@ use sync_core::{
 use super::{
     context::{Need, app, principal},
     errors::OrGql,
+    limits::{COST_DB_READ, COST_STATUS},
     scalars::Period,
     sync::PushCounts,
 };
@@ -18,6 +20,8 @@ use super::{
 /// One worker process, from the heartbeat it writes every 10 seconds.
 #[derive(SimpleObject)]
 pub struct WorkerStatus {
+    /// A label, `worker 1`, `worker 2`, … (alive ones first): host names and process ids are the
+    /// deployment's, not shown to tenants.
     pub name: String,
     pub started_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
@@ -25,7 +29,7 @@ pub struct WorkerStatus {
     pub alive: bool,
 }
 
-/// Jobs waiting in one queue (ready now or scheduled for later).
+/// The tenant's own work waiting in one queue.
 #[derive(SimpleObject)]
 pub struct QueueDepth {
     pub queue: String,
@@ -53,7 +57,8 @@ pub struct SystemStatus {
     pub next_scheduled_run_at: Option<DateTime<Utc>>,
     /// Mappings whose pushed values a late consumption correction changed (the next run re-sends them).
     pub stale_mappings: i64,
-    /// Jobs waiting per queue; `null` when the queue backend does not answer.
+    /// The tenant's own waiting work per queue: `aggregate` (runs not aggregated yet), `push`
+    /// (pushes waiting to be sent or retried), `catalog` (a queued catalog refresh, 0 or 1).
     pub queue_depth: Option<Vec<QueueDepth>>,
 }
 
@@ -62,8 +67,9 @@ pub struct StatusQuery;
 
 #[Object]
 impl StatusQuery {
-    /// Workers, the ConnectWise connection, the next scheduled run, stale mappings, queue depth.
-    #[graphql(guard = "Need(Permission::Read)")]
+    /// Workers, the ConnectWise connection, the next scheduled run, stale mappings, the tenant's
+    /// waiting work.
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_STATUS + child_complexity")]
     async fn system_status(&self, ctx: &Context<'_>) -> async_graphql::Result<SystemStatus> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let now = a.clock.now();
@@ -71,16 +77,17 @@ impl StatusQuery {
             service::status::workers(&a.db, now),
             service::status::connection_status(&a.db, p.tenant_id),
             service::status::stale_mappings(&a.db, p.tenant_id),
-            a.queue.depth(),
+            service::status::tenant_queue_depth(&a.db, p.tenant_id),
         );
         let (workers, connection, stale) = (workers.gql()?, connection.gql()?, stale.gql()?);
         let queue_depth = match depth {
-            Ok(d) => Some(d.into_iter().map(|(queue, n)| QueueDepth { queue, waiting: i64::try_from(n).unwrap_or(i64::MAX) }).collect()),
+            Ok(d) => Some(d.into_iter().map(|(queue, waiting)| QueueDepth { queue, waiting }).collect()),
             Err(e) => {
-                tracing::warn!(error = %e, "queue depth unavailable");
+                tracing::warn!(error = ?e, "the tenant's queue depth is unavailable");
                 None
             }
         };
+        let workers = service::status::tenant_view_of_workers(workers);
         Ok(SystemStatus {
             server_time: now,
             workers_alive: workers.iter().filter(|w| w.alive).count() as i64,
@@ -101,7 +108,7 @@ impl StatusQuery {
     }
 
     /// Pushes per status, with the filters of `pushes` (for status tabs with counts).
-    #[graphql(guard = "Need(Permission::Read)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn push_counts(
         &self,
         ctx: &Context<'_>,

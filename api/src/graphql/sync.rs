@@ -4,7 +4,6 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject, connection::
 use chrono::{DateTime, Utc};
 use sync_core::{
     auth::Permission,
-    jobs::{CatalogRefreshJob, Job},
     pagination::page_size,
     service::{self, parse_id},
 };
@@ -12,7 +11,8 @@ use sync_core::{
 use super::{
     context::{Need, app, principal},
     enums::{IntervalMethod, ProductModule, PushStatus, SyncRunStatus, UsageMetric, parse_stored},
-    errors::{OrGql, internal},
+    errors::OrGql,
+    limits::{COST_BATCHED, COST_DB_PER_PARENT, COST_DB_READ, COST_WRITE},
     loaders::{load_err, loaders},
     resolvers::{connection, list_cost},
     scalars::{Date, Decimal, Period},
@@ -95,12 +95,13 @@ impl SyncRun {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().map(|x| ID(x.to_string().trim_matches('"').to_string())).collect())
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn counts(&self, ctx: &Context<'_>) -> async_graphql::Result<PushCounts> {
         let m = loaders(ctx)?.run_counts.load_one(self.0.id).await.map_err(load_err)?.unwrap_or_default();
         Ok(PushCounts::from_status_counts(&m))
     }
-    /// The run's pushes, newest first.
-    #[graphql(complexity = "list_cost(first, child_complexity)")]
+    /// The run's pushes, newest first (one query per run).
+    #[graphql(complexity = "COST_DB_PER_PARENT + list_cost(first, child_complexity)")]
     async fn pushes(
         &self,
         ctx: &Context<'_>,
@@ -167,9 +168,11 @@ pub struct ConsumptionPreview {
 
 #[Object]
 impl ConsumptionPreview {
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn product_mapping(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductMapping>> {
         Ok(loaders(ctx)?.mapping.load_one(self.row.product_mapping_id).await.map_err(load_err)?.map(ProductMapping))
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
         Ok(loaders(ctx)?.customer.load_one(self.row.customer_id).await.map_err(load_err)?.map(Customer))
     }
@@ -201,7 +204,7 @@ pub struct SyncQuery;
 #[Object]
 impl SyncQuery {
     /// Daily values of one customer's module and usage, `from..=to` (at most 366 days).
-    #[graphql(guard = "Need(Permission::Read)", complexity = "366 * child_complexity")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + 366 * child_complexity")]
     async fn consumption(
         &self,
         ctx: &Context<'_>,
@@ -222,7 +225,7 @@ impl SyncQuery {
     }
 
     /// The value and quantity each mapping would get for `period` (optionally one customer).
-    #[graphql(guard = "Need(Permission::Read)", complexity = "100 * child_complexity")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ * 10 + 100 * child_complexity")]
     async fn consumption_preview(
         &self,
         ctx: &Context<'_>,
@@ -247,7 +250,7 @@ impl SyncQuery {
     }
 
     /// Runs, newest first.
-    #[graphql(guard = "Need(Permission::Read)", complexity = "list_cost(first, child_complexity)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + list_cost(first, child_complexity)")]
     async fn sync_runs(
         &self,
         ctx: &Context<'_>,
@@ -261,7 +264,7 @@ impl SyncQuery {
         Ok(connection(service::history::list_runs(&a.db, p.tenant_id, limit, after.as_deref(), &f).await.gql()?, SyncRun))
     }
 
-    #[graphql(guard = "Need(Permission::Read)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn sync_run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<SyncRun>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let Some(id) = parse_id(&id) else { return Ok(None) };
@@ -269,7 +272,7 @@ impl SyncQuery {
     }
 
     /// Pushes, newest first, filtered by status, period, customer or run.
-    #[graphql(guard = "Need(Permission::Read)", complexity = "list_cost(first, child_complexity)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + list_cost(first, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn pushes(
         &self,
@@ -294,7 +297,7 @@ impl SyncQuery {
         Ok(connection(service::history::list_pushes(&a.db, p.tenant_id, limit, after.as_deref(), &f).await.gql()?, Push))
     }
 
-    #[graphql(guard = "Need(Permission::Read)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn push(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Push>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let Some(id) = parse_id(&id) else { return Ok(None) };
@@ -361,8 +364,13 @@ pub struct RetryPushesPayload {
 
 #[derive(SimpleObject)]
 pub struct RefreshCatalogPayload {
-    /// The refresh job was queued; `connectWiseSettings.catalogRefreshedAt` moves when it is done.
+    /// A refresh is queued (by this call or an earlier one); `connectWiseSettings.catalogRefreshedAt`
+    /// moves when it is done.
     pub queued: bool,
+    /// A refresh was queued already: this call queued nothing and answers with that one.
+    pub already_queued: bool,
+    /// When the queued refresh was requested.
+    pub requested_at: Option<DateTime<Utc>>,
     pub user_errors: Vec<UserError>,
 }
 
@@ -375,7 +383,7 @@ pub struct SyncMutation;
 #[Object]
 impl SyncMutation {
     /// Record up to 10,000 daily samples atomically: any invalid sample rejects the batch.
-    #[graphql(guard = "Need(Permission::Ingest)")]
+    #[graphql(guard = "Need(Permission::Ingest)", complexity = "COST_WRITE + child_complexity")]
     async fn record_consumption(
         &self,
         ctx: &Context<'_>,
@@ -409,7 +417,7 @@ impl SyncMutation {
     }
 
     /// Start a monthly sync. Non-dry runs only for the latest closed month.
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn run_monthly_sync(
         &self,
         ctx: &Context<'_>,
@@ -431,7 +439,7 @@ impl SyncMutation {
     }
 
     /// Send a `DEAD` or `FAILED_RETRYING` push again now, with a fresh attempt budget.
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn retry_push(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PushPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(match service::sync::retry_push(&a.db, a.queue.as_ref(), &a.settings, p, &id, a.clock.now()).await.gql()? {
@@ -441,7 +449,7 @@ impl SyncMutation {
     }
 
     /// Retry every `DEAD` and `FAILED_RETRYING` push of a run.
-    #[graphql(guard = "Need(Permission::Operate)")]
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn retry_failed_pushes(&self, ctx: &Context<'_>, sync_run_id: ID) -> async_graphql::Result<RetryPushesPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(match service::sync::retry_failed_pushes(&a.db, a.queue.as_ref(), &a.settings, p, &sync_run_id, a.clock.now()).await.gql()? {
@@ -462,24 +470,19 @@ impl SyncMutation {
         })
     }
 
-    /// Queue a refresh of the ConnectWise catalog (companies, agreements, additions, boards).
-    #[graphql(guard = "Need(Permission::Operate)")]
+    /// Queue a refresh of the ConnectWise catalog (companies, agreements, additions, boards). While
+    /// one is queued, asking again queues nothing and answers with the queued one.
+    #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn refresh_connect_wise_catalog(&self, ctx: &Context<'_>) -> async_graphql::Result<RefreshCatalogPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        if service::settings::get(&a.db, p.tenant_id).await.gql()?.is_none() {
-            return Ok(RefreshCatalogPayload {
-                queued: false,
-                user_errors: vec![UserError {
-                    code: "CONNECTWISE_NOT_CONFIGURED".into(),
-                    field: None,
-                    message: "configure ConnectWise first".into(),
-                }],
-            });
-        }
-        a.queue
-            .enqueue(Job::CatalogRefresh(CatalogRefreshJob { tenant_id: p.tenant_id, requested_by: p.actor() }))
-            .await
-            .map_err(internal)?;
-        Ok(RefreshCatalogPayload { queued: true, user_errors: vec![] })
+        Ok(match service::catalog::request_refresh(&a.db, a.queue.as_ref(), p, a.clock.now()).await.gql()? {
+            Ok(r) => RefreshCatalogPayload {
+                queued: true,
+                already_queued: r.already_queued,
+                requested_at: Some(r.requested_at),
+                user_errors: vec![],
+            },
+            Err(e) => RefreshCatalogPayload { queued: false, already_queued: false, requested_at: None, user_errors: user_errors(e) },
+        })
     }
 }

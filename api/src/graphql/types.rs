@@ -6,6 +6,7 @@ use sync_core::auth::Permission;
 use super::{
     context::{Need, app},
     enums::{self, parse_stored},
+    limits::COST_BATCHED,
     loaders::{load_err, loaders},
     scalars::{Date, Decimal},
 };
@@ -109,12 +110,13 @@ impl Customer {
     async fn account_name(&self) -> &str {
         &self.0.account_name
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn licenses(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<License>> {
         let v = loaders(ctx)?.licenses_of(self.0.id).await.map_err(load_err)?;
         Ok(v.into_iter().map(License).collect())
     }
     /// The mapped ConnectWise company, if any.
-    #[graphql(guard = "Need(Permission::Read)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_BATCHED + child_complexity")]
     async fn cw_company(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<CwCompany>> {
         let v = loaders(ctx)?.customer_company.load_one(self.0.id).await.map_err(load_err)?;
         let now = app(ctx)?.clock.now();
@@ -129,12 +131,13 @@ impl Customer {
             }))
         }))
     }
-    #[graphql(guard = "Need(Permission::Read)")]
+    #[graphql(guard = "Need(Permission::Read)", complexity = "COST_BATCHED + child_complexity")]
     async fn product_mappings(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ProductMapping>> {
         let v = loaders(ctx)?.mappings_of(self.0.id).await.map_err(load_err)?;
         Ok(v.into_iter().map(ProductMapping).collect())
     }
     /// License add-ons across the customer's licenses (their consumption is never sent separately).
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn add_ons(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
         let v = loaders(ctx)?.licenses_of(self.0.id).await.map_err(load_err)?;
         let mut out: Vec<String> = v.iter().flat_map(|l| add_ons(&l.add_ons)).collect();
@@ -213,9 +216,11 @@ impl CwAgreement {
     async fn cancelled(&self) -> bool {
         self.0.cancelled_flag
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn company(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<CwCompany>> {
         Ok(loaders(ctx)?.company.load_one(self.0.company_id).await.map_err(load_err)?.map(CwCompany))
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn additions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<CwAddition>> {
         let v = loaders(ctx)?.additions.load_one(self.0.id).await.map_err(load_err)?;
         Ok(v.unwrap_or_default().into_iter().map(CwAddition).collect())
@@ -312,6 +317,7 @@ impl ProductMapping {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
         Ok(loaders(ctx)?.customer.load_one(self.0.customer_id).await.map_err(load_err)?.map(Customer))
     }
@@ -319,6 +325,7 @@ impl ProductMapping {
         Ok(parse_stored::<domain::ProductModule>(&self.0.product_module)?.into())
     }
     /// The edition of the customer's license for this module.
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn edition(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<enums::Edition>> {
         let v = loaders(ctx)?.licenses_of(self.0.customer_id).await.map_err(load_err)?;
         let lic = v.into_iter().find(|l| l.product_module == self.0.product_module);
@@ -333,6 +340,7 @@ impl ProductMapping {
     async fn cw_agreement_id(&self) -> i64 {
         self.0.cw_agreement_id
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn cw_agreement(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<CwAgreement>> {
         Ok(loaders(ctx)?.agreement.load_one(self.0.cw_agreement_id).await.map_err(load_err)?.map(CwAgreement))
     }
@@ -357,6 +365,7 @@ impl ProductMapping {
         self.0.stale
     }
     /// The latest (non-dry-run) push of this mapping.
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn last_push(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Push>> {
         Ok(loaders(ctx)?.last_push_of(self.0.id).await.map_err(load_err)?.map(Push))
     }
@@ -465,19 +474,23 @@ impl Push {
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn product_mapping(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductMapping>> {
         match self.0.product_mapping_id {
             Some(id) => Ok(loaders(ctx)?.mapping.load_one(id).await.map_err(load_err)?.map(ProductMapping)),
             None => Ok(None),
         }
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
         Ok(loaders(ctx)?.customer.load_one(self.0.customer_id).await.map_err(load_err)?.map(Customer))
     }
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn sync_run(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<super::sync::SyncRun>> {
         Ok(loaders(ctx)?.run.load_one(self.0.sync_run_id).await.map_err(load_err)?.map(super::sync::SyncRun))
     }
     /// Every HTTP call made for this push, oldest first.
+    #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn attempt_history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::sync::PushAttempt>> {
         let v = loaders(ctx)?.attempts.load_one(self.0.id).await.map_err(load_err)?;
         Ok(v.unwrap_or_default().into_iter().map(super::sync::PushAttempt).collect())

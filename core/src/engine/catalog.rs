@@ -117,6 +117,9 @@ async fn board_items_of(
 /// Refresh the tenant's catalog cache (job `CatalogRefresh`). A retryable ConnectWise failure is
 /// returned as `Err` so the queue tries again; a permanent one is audited and reported.
 pub async fn refresh_catalog(deps: &EngineDeps, tenant_id: i64, actor: &str) -> Result<CatalogReport, EngineError> {
+    // From now on a new `refreshConnectWiseCatalog` queues a new job (it may want what changes
+    // while this one reads).
+    crate::service::catalog::refresh_started(&deps.db, tenant_id).await?;
     let (client, _settings) = match super::cw_client_for_tenant(deps, tenant_id).await? {
         Some(found) => found,
         None => return Ok(CatalogReport { error: Some("ConnectWise is not configured".into()), ..Default::default() }),

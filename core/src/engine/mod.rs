@@ -49,7 +49,8 @@ pub struct EngineDeps {
     pub queue: Arc<dyn JobQueue>,
     pub settings: Arc<Settings>,
     pub secrets: Option<SecretBox>,
-    pub http: reqwest::Client,
+    /// The guarded ConnectWise HTTP client (no redirects, the address guard at connect time).
+    pub http: connectwise::CwHttp,
     pub rate: Arc<dyn TenantRateLimiter>,
     pub clock: Arc<dyn Clock>,
 }

@@ -68,7 +68,7 @@ pub struct NewRun<'a> {
 
 /// The result of [`start`].
 pub enum Started {
-    Run(sync_run::Model),
+    Run(Box<sync_run::Model>),
     /// A run of the tenant and period is running (or its scheduled run exists): nothing written.
     AlreadyRunning,
 }
@@ -114,7 +114,7 @@ pub async fn start<C: ConnectionTrait>(c: &C, now: DateTime<Utc>, r: NewRun<'_>)
         }],
     )
     .await?;
-    Ok(Started::Run(run))
+    Ok(Started::Run(Box::new(run)))
 }
 
 /// The monthly tick (event START, trigger `SCHEDULED`): one run of `period` for every tenant with

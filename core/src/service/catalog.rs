@@ -1,5 +1,8 @@
-//! Reads of the ConnectWise catalog cache (filled by the worker's catalog refresh).
+//! Reads of the ConnectWise catalog cache (filled by the worker's catalog refresh), and requests
+//! of a refresh (one queued at a time per tenant).
 use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
 
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
@@ -8,7 +11,11 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    error::ServiceResult,
+    UserError,
+    auth::Principal,
+    engine::sql,
+    error::{Outcome, ServiceError, ServiceResult},
+    jobs::{CatalogRefreshJob, Job, JobQueue},
     pagination::{Page, decode_cursor, encode_cursor},
 };
 use entity::{cw_addition, cw_agreement, cw_board, cw_board_item, cw_company};
@@ -114,4 +121,88 @@ pub async fn boards(db: &DatabaseConnection, tenant_id: i64) -> ServiceResult<Ve
             (b, its)
         })
         .collect())
+}
+
+/// A queued catalog refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRequest {
+    pub requested_at: DateTime<Utc>,
+    pub requested_by: String,
+    /// This call found a refresh already queued and queued nothing (the request it returns is
+    /// that one).
+    pub already_queued: bool,
+}
+
+/// A queued request older than this is taken over: its job was lost (a Redis outage) or is stuck.
+pub const REFRESH_REQUEST_STALE: Duration = Duration::minutes(15);
+
+/// Queue a refresh of the tenant's catalog (`refreshConnectWiseCatalog`) unless one is queued
+/// already: then that one is returned with `already_queued`. The slot is claimed with one
+/// conditional upsert, so of concurrent or aliased requests exactly one enqueues a job.
+pub async fn request_refresh(
+    db: &DatabaseConnection,
+    queue: &dyn JobQueue,
+    p: &Principal,
+    now: DateTime<Utc>,
+) -> ServiceResult<Outcome<RefreshRequest>> {
+    if super::settings::get(db, p.tenant_id).await?.is_none() {
+        return Ok(Err(vec![UserError::new("CONNECTWISE_NOT_CONFIGURED", "configure ConnectWise first")]));
+    }
+    let actor = p.actor();
+    // The queued job may start (and free the slot) between the claim and the read: claim again.
+    let mut already = None;
+    let mut claimed = None;
+    for _ in 0..3 {
+        let rows = sql::query(
+            db,
+            "INSERT INTO catalog_refresh_requests (tenant_id, requested_at, requested_by) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET requested_at = excluded.requested_at, requested_by = excluded.requested_by \
+             WHERE catalog_refresh_requests.requested_at < $4 \
+             RETURNING requested_at",
+            vec![p.tenant_id.into(), now.into(), actor.clone().into(), (now - REFRESH_REQUEST_STALE).into()],
+        )
+        .await?;
+        if let Some(r) = rows.first() {
+            // As stored (the database may keep less precision than `now`).
+            claimed = Some(r.try_get::<DateTime<Utc>>("", "requested_at")?);
+            break;
+        }
+        let rows = sql::query(
+            db,
+            "SELECT requested_at, requested_by FROM catalog_refresh_requests WHERE tenant_id = $1",
+            vec![p.tenant_id.into()],
+        )
+        .await?;
+        if let Some(r) = rows.first() {
+            already = Some(RefreshRequest {
+                requested_at: r.try_get("", "requested_at")?,
+                requested_by: r.try_get("", "requested_by")?,
+                already_queued: true,
+            });
+            break;
+        }
+    }
+    if let Some(queued) = already {
+        return Ok(Ok(queued));
+    }
+    let Some(requested_at) = claimed else {
+        return Err(ServiceError::Internal("the catalog refresh slot changed hands three times in a row".into()));
+    };
+    if let Err(e) = queue.enqueue(Job::CatalogRefresh(CatalogRefreshJob { tenant_id: p.tenant_id, requested_by: actor.clone() })).await {
+        // Nothing was queued: free the slot so that the next request can try again.
+        refresh_started(db, p.tenant_id).await?;
+        return Err(ServiceError::Internal(format!("could not queue the catalog refresh: {e}")));
+    }
+    Ok(Ok(RefreshRequest { requested_at, requested_by: actor, already_queued: false }))
+}
+
+/// The refresh job of the tenant started: a new request queues a new job (called by the engine).
+pub async fn refresh_started<C: sea_orm::ConnectionTrait>(db: &C, tenant_id: i64) -> Result<(), sea_orm::DbErr> {
+    sql::exec(db, "DELETE FROM catalog_refresh_requests WHERE tenant_id = $1", vec![tenant_id.into()]).await?;
+    Ok(())
+}
+
+/// Whether a refresh of the tenant's catalog is queued (for the tenant's queue depth).
+pub async fn refresh_queued(db: &DatabaseConnection, tenant_id: i64) -> ServiceResult<bool> {
+    Ok(!sql::query(db, "SELECT 1 AS one FROM catalog_refresh_requests WHERE tenant_id = $1", vec![tenant_id.into()]).await?.is_empty())
 }

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
+use connectwise::AddressPolicy;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait, IntoActiveModel};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -41,7 +42,8 @@ pub struct SettingsInput {
 pub struct CwAccess<'a> {
     pub settings: &'a Settings,
     pub secrets: Option<&'a SecretBox>,
-    pub http: &'a reqwest::Client,
+    /// The guarded client (no redirects, the address guard at connect time).
+    pub http: &'a connectwise::CwHttp,
 }
 
 pub async fn get(db: &DatabaseConnection, tenant_id: i64) -> ServiceResult<Option<cw_settings::Model>> {
@@ -80,6 +82,14 @@ pub async fn configure(
             errors.push(UserError::new(codes::INVALID_INPUT, format!("{name} must be 1 to {MAX_TEXT} characters")).at(["input", name]));
         }
     }
+    if let Some(c) = input.codebase.as_deref().map(str::trim).filter(|c| !c.is_empty())
+        && !connectwise::is_valid_codebase(c.trim_start_matches('/'))
+    {
+        errors.push(
+            UserError::new(codes::INVALID_INPUT, "codebase is 1 to 64 letters, digits, `_`, `.` or `-`, such as v4_6_release")
+                .at(["input", "codebase"]),
+        );
+    }
     if let Some(k) = &input.private_key
         && (k.expose_secret().is_empty() || k.expose_secret().len() > MAX_TEXT)
     {
@@ -111,6 +121,7 @@ pub async fn configure(
 
     let codebase = match input.codebase.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
         Some(c) => c.trim_matches('/').to_string(),
+        // The discovered value was checked against the same shape by the client.
         None => match connectwise::discover_codebase(cw.http, &site, input.company_id.trim(), cw.settings.cw_timeout).await {
             Ok(c) => c,
             Err(e) => {
@@ -243,15 +254,18 @@ pub async fn set_consumption_sync(
     Ok(Ok(saved))
 }
 
-/// `siteUrl` must be `https://` (scheme + host [+ port], nothing else) and must not resolve to a
-/// loopback, link-local, private or otherwise internal address — unless `CW_ALLOW_HTTP` is set.
+/// `siteUrl` must be `https://` (scheme + host [+ port], nothing else) and must not be or resolve
+/// to an address the outbound guard forbids (`connectwise::is_forbidden_address`: loopback,
+/// private, link-local, reserved, in every embedded form). With `CW_ALLOW_HTTP`, `http://` and
+/// loopback/private addresses are allowed too and names are not resolved here. This is a save-time
+/// courtesy: the guard itself runs on every connection (`connectwise::CwHttp`), so a name that
+/// later resolves elsewhere (DNS rebinding) or a URL stored under another setting is still refused.
 pub async fn check_site_url(raw: &str, allow_http: bool) -> Result<Url, UserError> {
+    let policy = AddressPolicy::from_allow_http(allow_http);
     let insecure = |m: String| UserError::new(codes::INSECURE_SITE_URL, m);
-    let url = Url::parse(raw.trim()).map_err(|_| insecure(format!("{raw:?} is not a URL like https://api-na.myconnectwise.net")))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if allow_http => {}
-        other => return Err(insecure(format!("siteUrl must use https, not {other}"))),
+    let url = Url::parse(raw.trim()).map_err(|_| insecure("siteUrl is not a URL like https://api-na.myconnectwise.net".into()))?;
+    if !policy.permits_scheme(url.scheme()) {
+        return Err(insecure(format!("siteUrl must use https, not {}", url.scheme())));
     }
     if !url.username().is_empty()
         || url.password().is_some()
@@ -261,45 +275,26 @@ pub async fn check_site_url(raw: &str, allow_http: bool) -> Result<Url, UserErro
     {
         return Err(insecure("siteUrl is the scheme and host (and optional port) only, e.g. https://api-na.myconnectwise.net".into()));
     }
-    let host = url.host_str().ok_or_else(|| insecure("siteUrl has no host".into()))?.to_string();
-    if allow_http {
+    let refused = |host: &str| insecure(format!("siteUrl host {host} is, or resolves to, a loopback, private or reserved address"));
+    let host = match url.host() {
+        Some(url::Host::Ipv4(v4)) => return if policy.permits(IpAddr::V4(v4)) { Ok(url) } else { Err(refused(&v4.to_string())) },
+        Some(url::Host::Ipv6(v6)) => return if policy.permits(IpAddr::V6(v6)) { Ok(url) } else { Err(refused(&v6.to_string())) },
+        Some(url::Host::Domain(d)) => d.to_string(),
+        None => return Err(insecure("siteUrl has no host".into())),
+    };
+    if policy == AddressPolicy::AllowPrivate {
         return Ok(url);
     }
     let port = url.port_or_known_default().unwrap_or(443);
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((bare.as_str(), port))).await {
+    let addrs: Vec<IpAddr> =
+        match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((host.as_str(), port))).await {
             Ok(Ok(it)) => it.map(|a| a.ip()).collect(),
             _ => return Err(insecure(format!("siteUrl host {host} does not resolve"))),
-        },
-    };
-    if addrs.is_empty() || addrs.iter().any(|ip| is_internal(*ip)) {
-        return Err(insecure(format!("siteUrl host {host} resolves to a loopback, private or link-local address")));
+        };
+    if addrs.is_empty() || addrs.iter().any(|ip| !policy.permits(*ip)) {
+        return Err(refused(&host));
     }
     Ok(url)
-}
-
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xC0) == 64) // carrier-grade NAT 100.64/10
-                || (o[0] == 198 && (o[1] & 0xFE) == 18) // benchmarking 198.18/15
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-        }
-    }
 }
 
 /// One line of the connection test.
@@ -347,7 +342,7 @@ pub async fn test_connection(
             Ok(boards) => match boards.iter().find(|b| b.id == Some(s.ticket_board_id)) {
                 None => check("board", false, format!("board {} does not exist", s.ticket_board_id)),
                 Some(b) => {
-                    check("board", true, format!("board {} ({})", s.ticket_board_id, b.name));
+                    check("board", true, format!("board {} ({})", s.ticket_board_id, display_name(&b.name)));
                     for (name, kind, want) in [
                         ("team", K::Teams, Some(s.ticket_team_id)),
                         ("status", K::Statuses, Some(s.ticket_status_id)),
@@ -357,7 +352,7 @@ pub async fn test_connection(
                         let Some(want) = want else { continue };
                         match client.list_board_items(s.ticket_board_id, kind).await {
                             Ok(items) => match items.iter().find(|i| i.id == Some(want)) {
-                                Some(i) => check(name, true, format!("{name} {want} ({}) on board {}", i.name, s.ticket_board_id)),
+                                Some(i) => check(name, true, format!("{name} {want} ({}) on board {}", display_name(&i.name), s.ticket_board_id)),
                                 None => check(name, false, format!("{name} {want} is not on board {}", s.ticket_board_id)),
                             },
                             Err(e) => check(name, false, e.to_string()),
@@ -395,6 +390,11 @@ pub async fn test_connection(
     .await?;
     txn.commit().await?;
     Ok(Ok(checks))
+}
+
+/// A name from ConnectWise as shown in a check's message: printable and at most 100 characters.
+fn display_name(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(100).collect()
 }
 
 /// A client for the tenant's stored settings (decrypting the key).
@@ -440,10 +440,19 @@ mod tests {
             "https://u:p@8.8.8.8",
             "ftp://8.8.8.8",
             "nonsense",
+            // The guard gaps: embedded loopback and reserved ranges.
+            "https://[::127.0.0.1]",
+            "https://[64:ff9b::7f00:1]",
+            "https://[2002:7f00:1::]",
+            "https://192.0.0.1",
+            "https://240.0.0.1",
+            "https://2130706433",
         ] {
             let e = check_site_url(bad, false).await.expect_err(bad);
             assert_eq!(e.code, "INSECURE_SITE_URL", "{bad}");
         }
         assert!(check_site_url("http://127.0.0.1:9999", true).await.is_ok());
+        // A lab may reach loopback and private addresses, never link-local (cloud metadata).
+        assert_eq!(check_site_url("http://169.254.169.254", true).await.expect_err("metadata").code, "INSECURE_SITE_URL");
     }
 }

@@ -1,6 +1,7 @@
 //! Operator status (the dashboard's header and banners) and the aggregate figures `/metrics`
-//! computes at scrape time. Tenant reads are scoped by the tenant id; the cross-tenant aggregates
-//! return counts only, never a tenant's name or data.
+//! computes at scrape time. Tenant reads are scoped by the tenant id and show no deployment facts
+//! (worker host names and process ids, other tenants' work); the cross-tenant aggregates return
+//! counts only, never a tenant's name or data.
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -21,6 +22,8 @@ pub const ATTEMPT_LATENCY_BOUNDS_MS: [i64; 11] = [25, 50, 100, 250, 500, 1_000, 
 /// One worker process, from its heartbeat row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerLiveness {
+    /// The worker's name (host and process id): a deployment fact, for operators' logs and
+    /// `/metrics`, never shown to a tenant (see [`tenant_view_of_workers`]).
     pub name: String,
     pub started_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
@@ -46,6 +49,30 @@ pub async fn workers(db: &DatabaseConnection, now: DateTime<Utc>) -> ServiceResu
 
 fn is_alive(last_seen_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now - last_seen_at <= WORKER_ALIVE_WITHIN
+}
+
+/// Workers as a tenant may see them: whether they are alive and since when, labelled `worker 1`,
+/// `worker 2`, … (alive ones first, then the most recently seen) instead of host names and pids.
+pub fn tenant_view_of_workers(mut workers: Vec<WorkerLiveness>) -> Vec<WorkerLiveness> {
+    workers.sort_by(|a, b| b.alive.cmp(&a.alive).then(b.last_seen_at.cmp(&a.last_seen_at)));
+    workers.into_iter().enumerate().map(|(i, w)| WorkerLiveness { name: format!("worker {}", i + 1), ..w }).collect()
+}
+
+/// The tenant's own waiting work per queue, from its rows (the database is the truth; the queue
+/// backend cannot tell one tenant's jobs from another's): `push` — pushes waiting to be sent or
+/// retried, `aggregate` — runs not aggregated yet, `catalog` — a queued catalog refresh (0 or 1).
+pub async fn tenant_queue_depth(db: &DatabaseConnection, tenant_id: i64) -> ServiceResult<Vec<(String, i64)>> {
+    let rows = sql::query(
+        db,
+        "SELECT \
+           (SELECT COUNT(*) FROM pushes WHERE tenant_id = $1 AND status IN ('PENDING', 'FAILED_RETRYING')) AS push, \
+           (SELECT COUNT(*) FROM sync_runs WHERE tenant_id = $1 AND status = 'RUNNING' AND aggregated_at IS NULL) AS aggregate, \
+           (SELECT COUNT(*) FROM catalog_refresh_requests WHERE tenant_id = $1) AS catalog",
+        vec![tenant_id.into()],
+    )
+    .await?;
+    let Some(r) = rows.first() else { return Ok(Vec::new()) };
+    ["aggregate", "push", "catalog"].into_iter().map(|q| Ok((q.to_string(), r.try_get::<i64>("", q)?))).collect()
 }
 
 /// The tenant's ConnectWise connection as the engine sees it.
@@ -256,9 +283,26 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert_eq!((h[0].step.as_str(), h[0].outcome.as_str(), h[0].count, h[0].sum_ms), ("PATCH_QUANTITY", "ERROR", 2, 740));
         assert_eq!(h[0].buckets, vec![(50, 1), (500, 1), (1000, 2)]);
+        let depth = tenant_queue_depth(&db, 1).await.unwrap();
+        assert_eq!(depth, vec![("aggregate".to_string(), 0), ("push".to_string(), 0), ("catalog".to_string(), 0)]);
         let counts = push_status_counts(&db, 1, &PushCountFilter { sync_run_id: Some(1), ..Default::default() }).await.unwrap();
         assert_eq!((counts.get("DEAD"), counts.get("SUCCEEDED")), (Some(&1), Some(&2)));
         assert!(push_status_counts(&db, 2, &PushCountFilter::default()).await.unwrap().is_empty(), "tenant-scoped");
+    }
+
+    #[test]
+    fn tenants_see_worker_labels_not_hosts() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap();
+        let w = |name: &str, seen_s: i64| WorkerLiveness {
+            name: name.into(),
+            started_at: now - Duration::hours(1),
+            last_seen_at: now - Duration::seconds(seen_s),
+            alive: is_alive(now - Duration::seconds(seen_s), now),
+        };
+        let view = tenant_view_of_workers(vec![w("host-b:202", 120), w("host-a:101", 3), w("host-c:303", 1)]);
+        let names: Vec<(&str, bool)> = view.iter().map(|w| (w.name.as_str(), w.alive)).collect();
+        assert_eq!(names, [("worker 1", true), ("worker 2", true), ("worker 3", false)]);
+        assert_eq!(view[0].last_seen_at, now - Duration::seconds(1), "the most recently seen first");
     }
 
     #[test]

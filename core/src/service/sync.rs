@@ -85,7 +85,7 @@ pub async fn run_monthly_sync(
         requested_by: &actor,
     };
     let run = match ledger::run::start(&txn, now, new).await? {
-        ledger::run::Started::Run(run) => run,
+        ledger::run::Started::Run(run) => *run,
         ledger::run::Started::AlreadyRunning => {
             return Ok(Err(user_error(codes::RUN_IN_PROGRESS, format!("a sync run for {period} is already running"))));
         }

@@ -129,3 +129,27 @@ async fn scheduled_runs(backend: Backend) {
     assert_eq!(app.run(caught[0]).await.period, "2026-03");
     assert!(engine::schedule::catch_up(&app.deps).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_catalog_refresh_is_queued_once_until_its_job_starts() {
+    use sync_core::service::catalog::request_refresh;
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let app = spawn(backend).await;
+        let (p, now) = (app.principal(), app.now());
+        let first = request_refresh(&app.db, app.queue.as_ref(), &p, now).await.unwrap().unwrap();
+        assert!(!first.already_queued, "{backend:?}");
+        let second = request_refresh(&app.db, app.queue.as_ref(), &p, now + chrono::Duration::seconds(5)).await.unwrap().unwrap();
+        assert!(second.already_queued, "{backend:?}");
+        assert_eq!(second.requested_at, first.requested_at, "{backend:?}: the queued one is returned");
+        assert_eq!(app.queue.len(), 1, "{backend:?}");
+        // A request older than the stale limit (its job was lost) is taken over.
+        let stale = now + sync_core::service::catalog::REFRESH_REQUEST_STALE + chrono::Duration::seconds(1);
+        assert!(!request_refresh(&app.db, app.queue.as_ref(), &p, stale).await.unwrap().unwrap().already_queued, "{backend:?}");
+        assert_eq!(app.queue.len(), 2, "{backend:?}");
+        // The job starting frees the slot.
+        engine::catalog::refresh_catalog(&app.deps, app.tenant_id, "test").await.unwrap();
+        let after = stale + chrono::Duration::seconds(1);
+        assert!(!request_refresh(&app.db, app.queue.as_ref(), &p, after).await.unwrap().unwrap().already_queued, "{backend:?}");
+        assert_eq!(app.queue.len(), 3, "{backend:?}");
+    }
+}

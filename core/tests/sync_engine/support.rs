@@ -148,7 +148,7 @@ pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
         queue: queue.clone(),
         settings: settings.clone(),
         secrets: Some(secrets.clone()),
-        http: reqwest::Client::new(),
+        http: connectwise::CwHttp::new(connectwise::AddressPolicy::AllowPrivate).expect("http client"),
         rate: Arc::new(LocalRateLimiter::with_clock(1000, clock.clone())),
         clock: clock.clone(),
     };
