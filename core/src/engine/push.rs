@@ -292,13 +292,14 @@ async fn send(
                 // finish or drop it, so that the read sees its outcome and never overlaps it.
                 tokio::time::sleep(VERIFY_GRACE).await;
             }
+            // The gate may wait a little for a pause to end: the read starts after it.
+            let gate_closed = gate(deps, p).await.is_some();
             let verified_at = deps.clock.now();
-            let read = match gate(deps, p).await {
+            let read = if gate_closed {
                 // The tenant's gate closed meanwhile: the next attempt's read will tell.
-                Some(_) => {
-                    Err(CwError::new(CwErrorKind::Connect("not verified: the tenant's ConnectWise gate is closed".into()), Duration::ZERO))
-                }
-                None => with_timeout(timeout, client.get_addition(p.cw_agreement_id, p.cw_addition_id)).await,
+                Err(CwError::new(CwErrorKind::Connect("not verified: the tenant's ConnectWise gate is closed".into()), Duration::ZERO))
+            } else {
+                with_timeout(timeout, client.get_addition(p.cw_agreement_id, p.cw_addition_id)).await
             };
             match read {
                 Ok(resp) if resp.body.quantity_i64() == Some(quantity) => {
@@ -308,6 +309,13 @@ async fn send(
                 Ok(resp) => {
                     calls.push(call_record(STEP_VERIFY, verified_at, &resp, resp.body.quantity_i64(), &failed));
                     (failed, e.status)
+                }
+                Err(v) if v.status == Some(429) => {
+                    // The verifying read was told to slow down: the tenant's gate closes as for any
+                    // 429, and the push waits at least its Retry-After.
+                    let verdict = classify(deps, p, &v, codes::ADDITION_NOT_FOUND).await;
+                    calls.push(call_record(STEP_VERIFY, verified_at, &v, None, &verdict));
+                    (verdict, v.status)
                 }
                 Err(v) => {
                     calls.push(call_record(STEP_VERIFY, verified_at, &v, None, &failed));

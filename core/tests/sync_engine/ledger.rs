@@ -308,6 +308,37 @@ async fn a_long_retry_after_never_makes_waiting_pushes_lost() {
     assert_eq!(app.audit("push.attempt_lost").await.len(), 0);
 }
 
+/// Found by the fault matrix: a 429 answering the read that verifies an unanswered PATCH closed
+/// nobody's gate, so the tenant's other pushes kept calling during its Retry-After. Now it pauses
+/// the tenant like any 429, and the push waits at least the Retry-After.
+#[tokio::test]
+async fn a_rate_limited_verifying_read_pauses_the_tenant() {
+    let app = spawn_with(Backend::Postgres, &[("CW_TIMEOUT_MS", "1000")]).await;
+    one_mapping(&app, "5").await;
+    let path = format!("additions/{X}");
+    // The first read passes, the PATCH is not answered in time (and not applied), the verifying
+    // read is told to wait.
+    app.fake.inject(rule("GET", &path, Fault::Delay(Duration::ZERO), 1));
+    app.fake.inject(rule("PATCH", &path, Fault::Delay(Duration::from_secs(3)), 1));
+    app.fake.inject(rule("GET", &path, Fault::RateLimit { retry_after_secs: 120 }, 1));
+    let run = app.run_sync("2026-02", false).await;
+    app.run_due().await;
+    let p = push_on(&app, run.id, X).await;
+    let steps: Vec<String> = app.attempts(p.id).await.iter().map(|a| a.step.clone()).collect();
+    assert_eq!(steps, ["GET_ADDITION", "PATCH_QUANTITY", "VERIFY_ADDITION"]);
+    assert_eq!(p.status, "FAILED_RETRYING", "{p:?}");
+    let next = p.next_attempt_at.expect("scheduled");
+    assert!(next >= app.now() + chrono::Duration::seconds(119), "waits the Retry-After: {next} vs {}", app.now());
+    let paused = app.cw_settings().await.paused_until.expect("the tenant is paused");
+    assert!(paused >= app.now() + chrono::Duration::seconds(119), "{paused}");
+    // The gate is closed for the tenant's other calls right away.
+    assert!(app.deps.rate.acquire_within(app.tenant_id, Duration::ZERO).await.is_err(), "the gate is closed");
+    app.run_all().await;
+    let p = push_on(&app, run.id, X).await;
+    assert_eq!(p.status, "SUCCEEDED", "{p:?}");
+    assert_eq!(app.fake.addition_quantity(X), Some(5));
+}
+
 /// Case 9a: two ticket jobs for one dead push create one ticket (the row is claimed first).
 #[tokio::test]
 async fn two_ticket_jobs_for_one_dead_push_make_one_ticket() {
