@@ -188,7 +188,10 @@ pub fn agreement_status_is_active(status: &str) -> bool {
 /// ```
 /// use domain::{AdditionFacts, check_addition_before_push};
 /// let today = domain::parse_day("2026-03-02").unwrap();
-/// let a = AdditionFacts { id: 9, sequence_number: 1, product_id: Some(7), product_identifier: None, cancelled_date: None };
+/// let a = AdditionFacts {
+///     id: 9, sequence_number: 1, fractional_sequence_number: None,
+///     product_id: Some(7), product_identifier: None, cancelled_date: None,
+/// };
 /// assert!(check_addition_before_push(&a, Some("Active"), Some(7), today).is_ok());
 /// assert_eq!(check_addition_before_push(&a, Some("Active"), Some(8), today).unwrap_err().code, "ADDITION_CHANGED");
 /// ```
