@@ -20,9 +20,11 @@ const REVIEW: &str = "query($p: Period!, $first: Int, $after: String, $s: String
 /// The customers' name with everything CSV must quote.
 const TRICKY_NAME: &str = "Acme, \"The\" Corp\nNorth";
 
-/// Additions of the standard catalog with prices, inclusions and what ConnectWise holds now:
 /// `(id, agreement, sequence, product, held quantity, unitPrice, lessIncluded)`.
-const PRICED: [(i64, i64, i64, i64, i64, Option<&str>, Option<&str>); 5] = [
+type PricedAddition = (i64, i64, i64, i64, i64, Option<&'static str>, Option<&'static str>);
+
+/// Additions of the standard catalog with prices, inclusions and what ConnectWise holds now.
+const PRICED: [PricedAddition; 5] = [
     (9001, 500, 1, 701, 10, Some("12.3456789012345678"), Some("0")), // 10 → 11: +10 %
     (9002, 500, 2, 702, 0, Some("2.50"), Some("3")),                 // 0 → 8: always an exception
     (9003, 500, 3, 703, 40, Some("0.10"), None),                     // 40 → 42: +5 %

@@ -265,7 +265,7 @@ pub async fn billing_review(
 ) -> ServiceResult<ReviewPage> {
     let after: Option<ReviewCursor> = after.map(decode_cursor).transpose()?;
     let mut lines: Vec<ReviewLine> = compute_lines(db, tenant_id, period, None).await?.into_iter().filter(|l| filter.keeps(l)).collect();
-    lines.sort_by(|a, b| cursor_of(a).cmp(&cursor_of(b)));
+    lines.sort_by_cached_key(cursor_of);
     let totals = totals_of(&lines);
     let rows: Vec<ReviewLine> =
         lines.into_iter().filter(|l| after.as_ref().is_none_or(|a| cursor_of(l) > *a)).take(limit as usize + 1).collect();
