@@ -54,8 +54,17 @@ fn by_addition(lines: &[Value]) -> HashMap<i64, Value> {
 }
 
 #[tokio::test]
-async fn billing_review_pages_prices_and_equals_the_run() {
-    let app = spawn_app_with(AppOptions { with_worker: true, ..Default::default() }).await;
+async fn billing_review_on_postgres_and_redis() {
+    billing_review_pages_prices_and_equals_the_run(false).await;
+}
+
+#[tokio::test]
+async fn billing_review_on_sqlite() {
+    billing_review_pages_prices_and_equals_the_run(true).await;
+}
+
+async fn billing_review_pages_prices_and_equals_the_run(sqlite: bool) {
+    let app = spawn_app_with(AppOptions { with_worker: true, sqlite, ..Default::default() }).await;
     app.seed_fake(&standard_catalog());
     for (id, agreement, seq, product, held, price, less) in PRICED {
         app.fake.add_addition(
