@@ -215,6 +215,17 @@ fn product(module: ProductModule, usage: UsageMetric, method: IntervalMethod) ->
     }
 }
 
+/// The demo catalog's unit prices (exact decimal text, as ConnectWise would send them): storage per
+/// GB, users per user, the flat managed-services fee.
+fn demo_unit_price(product_id: i64) -> &'static str {
+    match product_id {
+        5101..=5104 => "0.045",
+        5202 | 5302 | 5402 => "1.25",
+        5201 | 5301 | 5401 => "3.50",
+        _ => "450.00",
+    }
+}
+
 fn agreement_id(company: i64) -> i64 {
     company + 1000
 }
@@ -448,6 +459,8 @@ async fn write_catalog(db: &DatabaseConnection, tenant_id: i64, now: DateTime<Ut
             product_identifier: Set(Some(identifier.into())),
             description: Set(Some(description.into())),
             quantity: Set(Some(quantity.into())),
+            unit_price: Set(Some(demo_unit_price(product_id).into())),
+            less_included: Set(Some("0".into())),
             effective_date: Set(year_start),
             cancelled_date: Set(None),
             refreshed_at: Set(now),

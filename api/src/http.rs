@@ -111,7 +111,7 @@ fn negotiate(req: &HttpRequest) -> Option<MediaType> {
     best.map(|(_, k)| k)
 }
 
-fn error_body(code: &str, message: &str) -> Value {
+pub(crate) fn error_body(code: &str, message: &str) -> Value {
     json!({"errors": [{"message": message, "extensions": {"code": code}}]})
 }
 
@@ -273,7 +273,7 @@ pub async fn graphql_get(req: HttpRequest, state: web::Data<HttpState>) -> HttpR
     off_io_threads(&state, mt, async move { graphql(&shared, mt, auth, call).await }).await
 }
 
-async fn authenticate(authorization: Option<&str>, state: &HttpState) -> Result<Principal, AuthError> {
+pub(crate) async fn authenticate(authorization: Option<&str>, state: &HttpState) -> Result<Principal, AuthError> {
     let claims = state.verifier.verify(bearer(authorization)?).await?;
     let cached = state.tenants.read().ok().and_then(|m| m.get(&claims.tenant).copied());
     let tenant_id = match cached {

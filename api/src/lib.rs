@@ -4,6 +4,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod demo;
 pub mod embedded;
+pub mod export;
 pub mod graphiql;
 pub mod graphql;
 pub mod http;

@@ -91,6 +91,7 @@ impl Application {
                 .route("/graphql", web::post().to(http::graphql_post))
                 .route("/graphql", web::get().to(http::graphql_get))
                 .route("/graphiql/{file:.+}", web::get().to(graphiql::asset))
+                .route("/export/billing-review.csv", web::get().to(crate::export::billing_review_csv))
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/metrics", web::get().to(metrics::metrics))

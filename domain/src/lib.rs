@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod money;
 pub mod period;
 pub mod retry;
+pub mod review;
 pub mod status;
 
 pub use aggregate::*;
@@ -21,4 +22,5 @@ pub use mapping::*;
 pub use money::*;
 pub use period::*;
 pub use retry::*;
+pub use review::*;
 pub use status::*;

@@ -17,8 +17,13 @@ pub struct Model {
     pub product_id: Option<i64>,
     pub product_identifier: Option<String>,
     pub description: Option<String>,
-    /// As ConnectWise reported it (a JSON number kept as text: display only, never computed with).
+    /// As ConnectWise reported it (a JSON number kept as text; the billing review parses it exactly).
     pub quantity: Option<String>,
+    /// `unitPrice` exactly as ConnectWise wrote it (JSON number text; parse with
+    /// `domain::parse_cw_decimal`, never through a float).
+    pub unit_price: Option<String>,
+    /// `lessIncluded` exactly as ConnectWise wrote it (JSON number text).
+    pub less_included: Option<String>,
     pub effective_date: Option<Date>,
     pub cancelled_date: Option<Date>,
     pub refreshed_at: DateTimeUtc,

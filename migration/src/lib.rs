@@ -12,6 +12,7 @@ mod m20261125_000001_open_pushes_index;
 mod m20261126_000001_catalog_refresh_requests;
 mod m20261202_000001_fractional_sequence_numbers;
 mod m20261202_000002_ledger;
+mod m20261202_000003_addition_prices;
 
 /// Advisory-lock key used so that several `api` processes starting together migrate one at a time.
 pub const MIGRATION_LOCK_KEY: i64 = 0x6373_796e_635f_6d67; // "csync_mg"
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_catalog_refresh_requests::Migration),
             Box::new(m20261202_000001_fractional_sequence_numbers::Migration),
             Box::new(m20261202_000002_ledger::Migration),
+            Box::new(m20261202_000003_addition_prices::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ mod metrics;
 mod outage;
 mod readme_session;
 mod reliability;
+mod review;
 mod schema;
 mod security;
 mod settings;

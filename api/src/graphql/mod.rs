@@ -5,6 +5,7 @@ pub mod errors;
 pub mod limits;
 pub mod loaders;
 pub mod resolvers;
+pub mod review;
 pub mod scalars;
 pub mod status;
 pub mod sync;

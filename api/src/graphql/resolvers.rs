@@ -167,7 +167,7 @@ impl CatalogQuery {
 }
 
 #[derive(MergedObject, Default)]
-pub struct Query(AccountQuery, CustomerQuery, CatalogQuery, super::sync::SyncQuery, super::status::StatusQuery);
+pub struct Query(AccountQuery, CustomerQuery, CatalogQuery, super::sync::SyncQuery, super::status::StatusQuery, super::review::ReviewQuery);
 
 // ---------------------------------------------------------------- mutations
 

@@ -34,7 +34,28 @@ pub(crate) struct SnapshotRow {
     /// The mapping's input version, read before its samples (so a change racing the snapshot is
     /// never missed: at worst the mapping is flagged stale without need).
     pub input_version: i64,
+    /// The customer's license window of the module (`None`: no license any more).
+    pub window: Option<LicenseWindow>,
+    /// Days of the period inside the window with at least one sample the mapping reads.
+    pub days_with_sample: u32,
     pub result: Result<MonthlyValue, SkipReason>,
+}
+
+/// Which of the tenant's mappings a snapshot computes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SnapshotScope<'a> {
+    /// Only these customers' mappings.
+    pub customers: Option<&'a [i64]>,
+    /// Only the first `limit` mappings with an id above `after_id` (in id order): pages of a
+    /// snapshot too large to hold at once.
+    pub page: Option<MappingPage>,
+}
+
+/// A keyset page of mappings by id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MappingPage {
+    pub after_id: i64,
+    pub limit: u64,
 }
 
 fn parse_enum<T: FromStr>(s: &str, what: &str) -> Result<T, DbErr> {
@@ -52,6 +73,7 @@ const C2: i64 = 1 << 32;
 /// Statistics of one mapping: of its own usage, and (SUM) of each storage type with samples.
 struct MappingStats {
     own: UsageMonthStats,
+    days_with_sample: u32,
     per_type: Vec<UsageMonthStats>,
 }
 
@@ -88,11 +110,18 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
     c: &C,
     tenant_id: i64,
     period: Period,
-    customers: Option<&[i64]>,
+    scope: SnapshotScope<'_>,
 ) -> Result<Vec<SnapshotRow>, DbErr> {
+    let customers = scope.customers;
     // 1. The mappings themselves.
     let mut values: Vec<Value> = vec![tenant_id.into()];
-    let filter = customer_filter(c, customers, 2, &mut values);
+    let mut filter = customer_filter(c, customers, 2, &mut values);
+    let mut limit = String::new();
+    if let Some(page) = scope.page {
+        values.push(page.after_id.into());
+        filter.push_str(&format!(" AND pm.id > ${}", values.len()));
+        limit = format!(" LIMIT {}", page.limit);
+    }
     let mapping_rows = sql::query(
         c,
         &format!(
@@ -103,7 +132,7 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
              JOIN customer_mappings cm ON cm.customer_id = pm.customer_id AND cm.tenant_id = pm.tenant_id \
              LEFT JOIN licenses l ON l.customer_id = pm.customer_id AND l.product_module = pm.product_module \
              WHERE pm.tenant_id = $1{filter} \
-             ORDER BY pm.id"
+             ORDER BY pm.id{limit}"
         ),
         values,
     )
@@ -125,7 +154,14 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
         .collect::<Vec<_>>()
         .join(", ");
     let mut values: Vec<Value> = vec![tenant_id.into(), period.first_day().into(), period.last_day().into()];
-    let filter = customer_filter(c, customers, 4, &mut values);
+    let mut filter = customer_filter(c, customers, 4, &mut values);
+    if let Some(page) = scope.page {
+        // The page's id range: the statistics of exactly the mappings read above.
+        let last_id = mapping_rows.last().map(|r| r.try_get::<i64>("", "id")).transpose()?.unwrap_or(page.after_id);
+        values.push(page.after_id.into());
+        values.push(last_id.into());
+        filter.push_str(&format!(" AND pm.id > ${} AND pm.id <= ${}", values.len() - 1, values.len()));
+    }
     if sql::is_pg(c) {
         // The grouping holds one small state per mapping; let it hash in memory instead of sorting
         // millions of joined rows on disk (the default work_mem is sized for OLTP statements).
@@ -136,6 +172,7 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
         &format!(
             "SELECT pm.id, \
                COUNT(*) AS sample_days, \
+               COUNT(DISTINCT s.day) AS days_with_sample, \
                CAST(SUM(CASE WHEN s.day <> l.provisioned_on THEN s.value_micros ELSE 0 END) AS BIGINT) AS avg_sum, \
                CAST(MAX(CASE WHEN s.day = l.provisioned_on THEN 1 ELSE 0 END) AS BIGINT) AS has_first_day, \
                MAX(s.value_micros) AS max_value, \
@@ -187,7 +224,8 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
                 ..Default::default()
             });
         }
-        stats.insert(r.try_get("", "id")?, MappingStats { own, per_type });
+        let days_with_sample = count(r.try_get::<i64>("", "days_with_sample")?);
+        stats.insert(r.try_get("", "id")?, MappingStats { own, days_with_sample, per_type });
     }
 
     // 3. The domain rules turn statistics into values.
@@ -200,17 +238,19 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
         let provisioned_on: Option<NaiveDate> = r.try_get("", "provisioned_on")?;
         let deprovisioned_on: Option<NaiveDate> = r.try_get("", "deprovisioned_on")?;
         let mapping_id: i64 = r.try_get("", "id")?;
-        let result = match provisioned_on {
+        let window = provisioned_on.map(|provisioned_on| LicenseWindow { provisioned_on, deprovisioned_on });
+        let mapping_stats = stats.remove(&mapping_id);
+        let days_with_sample = mapping_stats.as_ref().map_or(0, |m| m.days_with_sample);
+        let result = match &window {
             // No license for the module any more: no day is inside a window, nothing to bill.
             None => Err(SkipReason::NoConsumption),
-            Some(provisioned_on) => {
-                let window = LicenseWindow { provisioned_on, deprovisioned_on };
-                let inputs: Vec<UsageMonthStats> = match stats.remove(&mapping_id) {
+            Some(window) => {
+                let inputs: Vec<UsageMonthStats> = match mapping_stats {
                     None => Vec::new(),
                     Some(m) if method == IntervalMethod::Sum => m.per_type,
                     Some(m) => vec![m.own],
                 };
-                domain::aggregate_month(method, period, &window, &inputs)
+                domain::aggregate_month(method, period, window, &inputs)
             }
         };
         out.push(SnapshotRow {
@@ -225,6 +265,8 @@ pub(crate) async fn compute_snapshot<C: ConnectionTrait>(
             cw_addition_id: r.try_get("", "cw_addition_id")?,
             cw_product_id: r.try_get("", "cw_product_id")?,
             input_version: r.try_get("", "input_version")?,
+            window,
+            days_with_sample,
             result,
         });
     }
@@ -277,7 +319,7 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
     };
     let filter = run_customer_filter(customer_ids.as_ref());
 
-    let snapshot = compute_snapshot(&txn, tenant_id, period, filter.as_deref()).await?;
+    let snapshot = compute_snapshot(&txn, tenant_id, period, SnapshotScope { customers: filter.as_deref(), page: None }).await?;
     let superseded = if dry_run {
         ledger::push::Changed::default()
     } else {

@@ -219,8 +219,13 @@ async fn store(deps: &EngineDeps, tenant_id: i64, actor: &str, f: Fetched) -> Re
             Col::OptText(additions.values().map(|(_, a)| a.product.as_ref().and_then(|p| p.identifier.clone())).collect()),
         )
         .col("description", Col::OptText(additions.values().map(|(_, a)| a.description.clone()).collect()))
-        // Kept as ConnectWise's text: display only, never computed with.
+        // Kept as ConnectWise's text (exact; the billing review parses them as decimals).
         .col("quantity", Col::OptText(additions.values().map(|(_, a)| a.quantity.as_ref().map(|q| q.to_string())).collect()))
+        .col("unit_price", Col::OptText(additions.values().map(|(_, a)| a.unit_price.as_ref().map(|p| p.as_str().to_string())).collect()))
+        .col(
+            "less_included",
+            Col::OptText(additions.values().map(|(_, a)| a.less_included.as_ref().map(|l| l.as_str().to_string())).collect()),
+        )
         .col("effective_date", Col::OptDate(additions.values().map(|(_, a)| cw_date(a.effective_date.as_deref())).collect()))
         .col("cancelled_date", Col::OptDate(additions.values().map(|(_, a)| cw_date(a.cancelled_date.as_deref())).collect()));
     sql::insert_rows(&txn, "cw_additions", &rows, &consts, "").await?;

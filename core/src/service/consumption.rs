@@ -490,7 +490,13 @@ pub async fn preview(db: &DatabaseConnection, p: &Principal, period: Period, cus
     let filter = customer_id.map(|c| vec![c]);
     // A transaction: one consistent snapshot, and room for the statement settings aggregation uses.
     let txn = db.begin().await?;
-    let rows = crate::engine::aggregate::compute_snapshot(&txn, p.tenant_id, period, filter.as_deref()).await?;
+    let rows = crate::engine::aggregate::compute_snapshot(
+        &txn,
+        p.tenant_id,
+        period,
+        crate::engine::aggregate::SnapshotScope { customers: filter.as_deref(), page: None },
+    )
+    .await?;
     txn.commit().await?;
     Ok(rows
         .into_iter()

@@ -6,6 +6,7 @@ pub mod consumption;
 pub mod customers;
 pub mod history;
 pub mod mappings;
+pub mod review;
 pub mod settings;
 pub mod status;
 pub mod sync;
