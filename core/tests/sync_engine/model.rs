@@ -147,7 +147,7 @@ impl<'a> Sequence<'a> {
             let mut licenses = BTreeMap::new();
             for module in [PM::Microsoft365, PM::EnterpriseWorkloads] {
                 let prov = d(self.rng.pick(&PROVISIONED));
-                let deprov = if self.rng.chance(25) { self.rng.pick(&DEPROVISIONED).map(d) } else { None };
+                let deprov = if self.rng.chance(10) { self.rng.pick(&DEPROVISIONED).map(d) } else { None };
                 licenses.insert(module.as_str(), (prov, deprov));
             }
             let model = CustomerModel { id: 0, external_id: format!("cust-{c}"), licenses, samples: BTreeMap::new() };
@@ -163,7 +163,7 @@ impl<'a> Sequence<'a> {
             assert!(r.is_ok(), "{r:?}");
             self.save_random_mappings(c as usize).await;
             self.check_step().await;
-            for _ in 0..3 {
+            for _ in 0..2 {
                 self.ingest_one(c as usize).await;
             }
         }
@@ -176,30 +176,30 @@ impl<'a> Sequence<'a> {
     async fn action(&mut self) {
         let roll = self.rng.below(100);
         match roll {
-            0..=17 => {
+            0..=13 => {
                 let c = self.rng.below(CUSTOMERS as u64) as usize;
                 let n = 1 + self.rng.below(2);
                 for _ in 0..n {
                     self.ingest_one(c).await;
                 }
             }
-            18..=22 => self.change_license().await,
-            23..=33 => self.start_run(None, false).await,
-            34..=38 => {
+            14..=17 => self.change_license().await,
+            18..=31 => self.start_run(None, false).await,
+            32..=37 => {
                 let c = self.rng.below(CUSTOMERS as u64) as usize;
                 self.start_run(Some(c), false).await
             }
-            39..=41 => self.start_run(None, true).await,
-            42..=63 => {
+            38..=40 => self.start_run(None, true).await,
+            41..=64 => {
                 let n = 1 + self.rng.below(4) as usize;
                 self.step_jobs(n).await;
             }
-            64..=75 => self.inject_fault().await,
-            76..=80 => self.retry_one().await,
-            81..=83 => self.retry_run().await,
-            84..=87 => self.unmap_or_remap().await,
-            88..=89 => self.delete_mapping().await,
-            90..=94 => {
+            65..=76 => self.inject_fault().await,
+            77..=81 => self.retry_one().await,
+            82..=84 => self.retry_run().await,
+            85..=88 => self.unmap_or_remap().await,
+            89..=90 => self.delete_mapping().await,
+            91..=96 => {
                 let c = self.rng.below(CUSTOMERS as u64) as usize;
                 self.save_random_mappings(c).await
             }
@@ -320,8 +320,13 @@ impl<'a> Sequence<'a> {
     }
 
     async fn inject_fault(&mut self) {
-        let c = self.rng.below(CUSTOMERS as u64) as i64;
-        let addition = addition_of(c, 1 + self.rng.below(ADDITIONS as u64) as i64);
+        // Mostly the additions that are mapped now: those are the ones pushes write.
+        let mapped: Vec<i64> = self.mapped.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let addition = if !mapped.is_empty() && self.rng.chance(85) {
+            self.rng.pick(&mapped)
+        } else {
+            addition_of(self.rng.below(CUSTOMERS as u64) as i64, 1 + self.rng.below(ADDITIONS as u64) as i64)
+        };
         let path = format!("additions/{addition}");
         let method = self.rng.pick(&["GET", "PATCH"]).to_string();
         let kind = self.rng.below(100);
@@ -657,13 +662,14 @@ impl<'a> Sequence<'a> {
         for (addition, since) in &self.unmapped_since {
             self.assert_no_patch_since(*addition, *since);
         }
+        // At most one ticket per push, and only for a push that died (it may have been retried since).
         let mut xrefs: HashMap<String, usize> = HashMap::new();
         for t in app.fake.tickets() {
-            *xrefs.entry(t.get("externalXRef").map(|x| x.to_string()).unwrap_or_default()).or_default() += 1;
+            *xrefs.entry(t.get("externalXRef").and_then(|x| x.as_str()).unwrap_or_default().to_string()).or_default() += 1;
         }
         assert!(xrefs.values().all(|n| *n == 1), "tickets per push: {xrefs:?}");
-        let dead = self.all_pushes().await.into_iter().filter(|p| p.status == "DEAD").count();
-        assert!(xrefs.len() <= dead, "{} tickets for {dead} dead pushes", xrefs.len());
+        let died: HashSet<String> = app.audit("push.dead").await.into_iter().map(|a| a.entity_id).collect();
+        assert!(xrefs.keys().all(|x| died.contains(x)), "tickets {xrefs:?} for pushes that never died ({died:?})");
     }
 }
 
@@ -736,14 +742,8 @@ async fn reset(app: &mut TestApp) {
         "worker_heartbeats",
         "cw_settings",
     ];
-    match app.backend {
-        Backend::Postgres => app.exec(&format!("TRUNCATE {} CASCADE", tables.join(", "))).await,
-        Backend::Sqlite => {
-            for t in tables {
-                app.exec(&format!("DELETE FROM {t}")).await;
-            }
-        }
-    }
+    // DELETE, children first: on these few rows it is much cheaper than TRUNCATE.
+    app.exec(&tables.iter().map(|t| format!("DELETE FROM {t};")).collect::<String>()).await;
     app.queue.clear();
     app.clock.set(super::support::start_time());
     app.deps.rate = std::sync::Arc::new(engine::LocalRateLimiter::with_clock(1000, app.clock.clone()));
@@ -768,7 +768,7 @@ async fn run_sequence(app: &TestApp, seed: u64, concurrency: usize) -> Result<Ve
     };
     let result = std::panic::AssertUnwindSafe(async {
         seq.setup().await;
-        let len = 4 + seq.rng.below(9);
+        let len = 6 + seq.rng.below(11);
         for _ in 0..len {
             seq.action().await;
         }
