@@ -5,11 +5,12 @@
 //! license changes, runs (full, per customer, dry), job steps (two jobs at a time on PostgreSQL),
 //! injected faults (429 with a long `Retry-After`, 5xx, 400, timeouts, unreadable 2xx, a vanished
 //! addition), `retryPush`, `retryFailedPushes`, unmap/remap, mapping deletes and reassignments,
-//! reconciliation sweeps — and ends with a fault-free full run driven to completion. After every
-//! action the stale flags and input versions are compared with a model of their definition; at the
-//! end every mapped addition must hold the quantity `domain::aggregate_month` computes from the
-//! model's own copy of the data, no addition received a PATCH while it was unmapped, no two
-//! requests overlapped on one addition, and no push got two tickets.
+//! quantities edited by hand in ConnectWise, reconciliation sweeps — and ends with a fault-free
+//! full run driven to completion. After every action the stale flags and input versions are
+//! compared with a model of their definition; at the end every mapped addition must hold the
+//! quantity `domain::aggregate_month` computes from the model's own copy of the data, no addition
+//! received a PATCH while it was unmapped, no two requests overlapped on one addition, and no push
+//! got two tickets (nor one without having died).
 //!
 //! `MODEL_SEQUENCES=n` runs n sequences per backend; `MODEL_SEED=s` replays one sequence. A failure
 //! prints its seed and the actions drawn; `MODEL_LOG=1` prints them for passing sequences too.
@@ -203,6 +204,7 @@ impl<'a> Sequence<'a> {
                 let c = self.rng.below(CUSTOMERS as u64) as usize;
                 self.save_random_mappings(c).await
             }
+            97 => self.change_by_hand(),
             _ => self.sweep().await,
         }
         self.check_step().await;
@@ -491,6 +493,18 @@ impl<'a> Sequence<'a> {
             .await
             .expect("save mappings");
         self.note(format!("save mappings c{c} {described:?}: {:?}", r.as_ref().map(|_| ()).map_err(|e| e[0].code.clone())));
+    }
+
+    /// Somebody edits an addition's quantity in ConnectWise: the final run must put it right.
+    fn change_by_hand(&mut self) {
+        let mapped: Vec<i64> = self.mapped.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        if mapped.is_empty() {
+            return;
+        }
+        let addition = self.rng.pick(&mapped);
+        let quantity = self.rng.below(50) as i64;
+        self.note(format!("by hand: addition {addition} set to {quantity}"));
+        self.app.fake.set_addition_quantity(addition, quantity);
     }
 
     async fn sweep(&mut self) {
