@@ -173,9 +173,10 @@ pub async fn lock_inputs<C: ConnectionTrait>(c: &C, tenant_id: i64) -> Result<()
     Ok(())
 }
 
-/// Advisory lock keys of [`lock_inputs`]: this base XOR the tenant id ("csync-in" in ASCII, far
-/// from the migration lock's key).
-const INPUTS_LOCK_BASE: i64 = 0x6373_796e_632d_696e;
+/// Advisory lock keys of [`lock_inputs`]: this base XOR the tenant id. The high bytes ("input" in
+/// ASCII) differ from the migration lock's ("csync_mg"), and tenant ids only reach the low ones, so
+/// the keys never meet.
+const INPUTS_LOCK_BASE: i64 = 0x696e_7075_7400_0000;
 
 /// A push computed from `input_version` reached ConnectWise: the mapping is current again unless an
 /// input changed after that snapshot.
