@@ -319,6 +319,9 @@ pub async fn aggregate_run(deps: &EngineDeps, run_id: i64) -> Result<(), EngineE
     };
     let filter = run_customer_filter(customer_ids.as_ref());
 
+    // An input change either committed before this snapshot (it is read) or waits until the pushes
+    // are committed (it then flags them stale); see `ledger::stale::lock_inputs`.
+    ledger::stale::lock_inputs(&txn, tenant_id).await?;
     let snapshot = compute_snapshot(&txn, tenant_id, period, SnapshotScope { customers: filter.as_deref(), page: None }).await?;
     let superseded = if dry_run {
         ledger::push::Changed::default()

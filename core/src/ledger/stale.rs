@@ -81,6 +81,8 @@ pub async fn inputs_changed<C: ConnectionTrait>(
     if changes.is_empty() {
         return Ok(0);
     }
+    // Wait for a run being aggregated: its pushes must be visible to the search below.
+    lock_inputs(c, tenant_id).await?;
     let rows = RowSet::new()
         .col("customer_id", Col::I64(changes.iter().map(|t| t.customer_id).collect()))
         .col("product_module", Col::Text(changes.iter().map(|t| t.module.as_str().to_string()).collect()))
@@ -153,6 +155,28 @@ pub async fn inputs_changed<C: ConnectionTrait>(
     sql::audit_many(c, now, audits).await?;
     Ok(n)
 }
+
+/// Serialises a tenant's input changes with the aggregation of its runs, until the caller's
+/// transaction ends (PostgreSQL; SQLite serialises all writers already).
+///
+/// Without it, a change committed while a run is being aggregated is lost to both sides: the
+/// aggregation read the samples before the change, and the change's search for pushes to flag
+/// cannot see the pushes the aggregation has not committed yet — so the push sends the old value
+/// and the mapping is never flagged stale. Both take this lock before reading: an input change
+/// (after writing its samples or licenses, before searching for pushes) then sees the committed
+/// pushes, and an aggregation that waited sees the committed change.
+pub async fn lock_inputs<C: ConnectionTrait>(c: &C, tenant_id: i64) -> Result<(), DbErr> {
+    if !sql::is_pg(c) {
+        return Ok(());
+    }
+    sql::exec(c, "SELECT pg_advisory_xact_lock($1)", vec![(INPUTS_LOCK_BASE ^ tenant_id).into()]).await?;
+    Ok(())
+}
+
+/// Advisory lock keys of [`lock_inputs`]: this base XOR the tenant id. The high bytes ("input" in
+/// ASCII) differ from the migration lock's ("csync_mg"), and tenant ids only reach the low ones, so
+/// the keys never meet.
+const INPUTS_LOCK_BASE: i64 = 0x696e_7075_7400_0000;
 
 /// A push computed from `input_version` reached ConnectWise: the mapping is current again unless an
 /// input changed after that snapshot.

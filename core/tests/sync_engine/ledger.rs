@@ -3,6 +3,8 @@
 //! ConnectWise. What ConnectWise holds at the end is the assertion that matters.
 use std::time::Duration;
 
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
 use domain::{IntervalMethod as M, ProductModule as PM, UsageMetric as U};
 use fake_connectwise::{Fault, FaultRule};
 use sync_core::{
@@ -421,4 +423,65 @@ async fn a_quantity_changed_by_hand_is_recorded_as_drift() {
     let p = push_on(&app, run.id, X).await;
     assert_eq!((p.status.as_str(), p.skip_reason.as_deref(), p.drift_from_quantity), ("SKIPPED", Some("UNCHANGED"), None));
     assert_eq!(app.fake.patch_count(), patches);
+}
+
+/// Sessions of this test's database waiting for a lock (the aggregation held by the test, an input
+/// change waiting for the aggregation).
+async fn lock_waiters(app: &TestApp) -> i64 {
+    app.scalar_i64("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").await
+}
+
+/// A correction committed while a run was being aggregated (PostgreSQL) was lost to
+/// both sides — the aggregation had read the old samples, and the correction could not see the
+/// pushes the aggregation had not committed yet, so the push sent the old value and the mapping was
+/// never flagged. Now the correction waits for the aggregation and flags the mapping. The test holds
+/// the aggregation right after its snapshot (a lock on `pushes`) to land the correction in that window.
+#[tokio::test]
+async fn a_correction_during_aggregation_flags_the_mapping_stale() {
+    let app = spawn(Backend::Postgres).await;
+    let (c, mapping) = one_mapping(&app, "5").await;
+    let run = app.run_sync("2026-02", false).await;
+    app.queue.clear();
+    let blocker = app.db.begin().await.expect("begin");
+    blocker.execute_unprepared("LOCK TABLE pushes IN SHARE MODE").await.expect("lock pushes");
+    let deps = app.deps.clone();
+    let aggregation = tokio::spawn(async move { engine::aggregate::aggregate_run(&deps, run.id).await });
+    for i in 0.. {
+        assert!(i < 3000, "the aggregation never reached the lock");
+        if lock_waiters(&app).await >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (db, principal, now) = (app.db.clone(), app.principal(), app.now());
+    let correction = tokio::spawn(async move {
+        let sample = service::consumption::SampleInput {
+            customer_id: Some(c.to_string()),
+            customer_external_id: None,
+            product_module: PM::Microsoft365,
+            usage: U::ActiveUsers,
+            day: "2026-02-10".into(),
+            value: "8".into(),
+        };
+        service::consumption::record_consumption(&db, &principal, vec![sample], now).await
+    });
+    // The correction either completes at once (it did not wait for the run) or waits for it.
+    for i in 0.. {
+        assert!(i < 3000, "the correction neither finished nor waited");
+        if correction.is_finished() || lock_waiters(&app).await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    blocker.commit().await.expect("release");
+    aggregation.await.expect("aggregation task").expect("aggregate");
+    let recorded = correction.await.expect("correction task").expect("record").expect("accepted");
+    assert_eq!(recorded.updated, 1);
+    app.run_all().await;
+    assert_eq!(app.fake.addition_quantity(X), Some(5), "the run's snapshot predates the correction");
+    assert!(stale(&app, mapping).await, "so the mapping is stale");
+    app.run_sync("2026-02", false).await;
+    app.run_all().await;
+    assert_eq!(app.fake.addition_quantity(X), Some(8));
+    assert!(!stale(&app, mapping).await);
 }

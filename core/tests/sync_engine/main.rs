@@ -5,5 +5,6 @@ mod support;
 mod catalog_schedule;
 mod consumption;
 mod ledger;
+mod model;
 mod monthly;
 mod push_failures;

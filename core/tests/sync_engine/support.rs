@@ -47,12 +47,12 @@ impl TestQueue {
         self.jobs.lock().unwrap().clear();
     }
     /// The first job due at `now`.
-    fn pop_due(&self, now: DateTime<Utc>) -> Option<Job> {
+    pub fn pop_due(&self, now: DateTime<Utc>) -> Option<Job> {
         let mut jobs = self.jobs.lock().unwrap();
         let i = jobs.iter().position(|(_, at)| at.is_none_or(|at| at <= now))?;
         Some(jobs.remove(i).0)
     }
-    fn earliest(&self) -> Option<DateTime<Utc>> {
+    pub fn earliest(&self) -> Option<DateTime<Utc>> {
         self.jobs.lock().unwrap().iter().filter_map(|(_, at)| *at).min()
     }
 }
