@@ -11,7 +11,13 @@ use actix_web::{
 use futures::stream;
 use sync_core::{auth::Permission, service::review};
 
-use crate::http::{HttpState, authenticate, error_body};
+use crate::{
+    graphql::{
+        ids::GlobalId,
+        types::{Customer, ProductMapping},
+    },
+    http::{HttpState, authenticate, error_body},
+};
 
 fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).content_type("application/json").body(error_body(code, message).to_string())
@@ -24,7 +30,11 @@ fn csv_bytes(header: bool, lines: &[review::ReviewLine]) -> Result<web::Bytes, c
         w.write_record(review::CSV_HEADER)?;
     }
     for line in lines {
-        w.write_record(review::csv_record(line))?;
+        // The ids a client can use with the API: the same global ids as the query's.
+        let mut record = review::csv_record(line);
+        record[0] = GlobalId::of::<ProductMapping>(line.product_mapping_id).0;
+        record[1] = GlobalId::of::<Customer>(line.customer_id).0;
+        w.write_record(record)?;
     }
     w.flush()?;
     w.into_inner().map(web::Bytes::from).map_err(|e| csv::Error::from(e.into_error()))

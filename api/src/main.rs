@@ -343,7 +343,8 @@ async fn report_demo_run(db: sea_orm::DatabaseConnection, report: demo::DemoRepo
         report.customers,
         report.product_mappings,
         report.samples,
-        run_id,
+        // The id the API takes (`syncRun(id:)`), not the table key.
+        api::graphql::ids::GlobalId::encode(api::graphql::ids::NodeType::SyncRun, run_id).0,
         report.period
     )];
     for p in &pushes {

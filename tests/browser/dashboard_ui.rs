@@ -72,7 +72,7 @@ async fn assert_contrast(c: &Client, root: &str, when: &str) -> TestResult {
     Ok(())
 }
 
-fn push_cell(push_id: i64, testid: &str) -> String {
+fn push_cell(push_id: &str, testid: &str) -> String {
     format!("[data-testid=\"push-row\"][data-push-id=\"{push_id}\"] [data-testid=\"{testid}\"]")
 }
 
@@ -113,7 +113,7 @@ async fn times_and_states(c: &Client, browser: &BrowserProcesses, app: TestApp, 
     eventually("a live worker", 20, || async { Ok((text_of(c, "#stat-workers-value").await? == "1").then_some(())) }).await?;
 
     // Relative to the server's clock: the run started three hours ago there.
-    let started = format!("[data-testid=\"run-row\"][data-run-id=\"{}\"] .c-started time", seeded.run_id);
+    let started = format!("[data-testid=\"run-row\"][data-run-id=\"{}\"] .c-started time", seeded.run);
     assert_eq!(text_of(c, &started).await?, "3 hours ago", "relative to the service's clock, not the browser's");
 
     // Relative times move on by themselves: a push updated 45 seconds ago, and with Live off (no
@@ -124,7 +124,7 @@ async fn times_and_states(c: &Client, browser: &BrowserProcesses, app: TestApp, 
         &format!("UPDATE pushes SET updated_at = {now} - interval '45 seconds' WHERE id = {}", seeded.succeeded_push_id),
     )
     .await?;
-    let updated = push_cell(seeded.succeeded_push_id, "push-updated");
+    let updated = push_cell(&seeded.succeeded_push, "push-updated");
     eventually("the refreshed push", 12, || async { Ok(text_of(c, &updated).await?.ends_with("seconds ago").then_some(())) }).await?;
     click(c, "the Live switch", "#auto-refresh").await?;
     eventually("the relative time to move on", 30, || async { Ok((text_of(c, &updated).await? == "1 minute ago").then_some(())) }).await?;
@@ -232,7 +232,7 @@ const ESCAPE: &str = "\u{E00C}";
 
 async fn layout_and_access(c: &Client, browser: &BrowserProcesses, app: &TestApp, tenant: &str, seeded: &seed::Seeded) -> TestResult {
     sign_in(c, &app.address, &token(tenant, &["operator"]), tenant).await?;
-    let dead_row = format!("[data-testid=\"push-row\"][data-push-id=\"{}\"]", seeded.dead_push_id);
+    let dead_row = format!("[data-testid=\"push-row\"][data-push-id=\"{}\"]", seeded.dead_push);
     eventually("the dead push", 10, || async { Ok(css_exists(c, &dead_row).await?.then_some(())) }).await?;
 
     // A phone, 390 px wide: a compact header, no sideways scrolling, and the dead push's status,
@@ -263,7 +263,7 @@ async fn layout_and_access(c: &Client, browser: &BrowserProcesses, app: &TestApp
 
     // The bulk retry arms on the first click; armed, it is readable while hovered, and a refresh
     // that redraws the runs table keeps it armed.
-    let bulk = format!("[data-testid=\"retry-run\"][data-run-id=\"{}\"]", seeded.run_id);
+    let bulk = format!("[data-testid=\"retry-run\"][data-run-id=\"{}\"]", seeded.run);
     click(c, "the run's bulk retry", &bulk).await?;
     eventually("the armed confirmation", 10, || async { Ok(is_armed(c, &bulk).await?.then_some(())) }).await?;
     assert_eq!(text_of(c, &bulk).await?, "Confirm: retry 1?");
@@ -275,7 +275,7 @@ async fn layout_and_access(c: &Client, browser: &BrowserProcesses, app: &TestApp
         y: 0.0,
     });
     c.perform_actions(hover).await?;
-    let row = format!("[data-testid=\"run-row\"][data-run-id=\"{}\"]", seeded.run_id);
+    let row = format!("[data-testid=\"run-row\"][data-run-id=\"{}\"]", seeded.run);
     assert_contrast(c, &row, "armed bulk retry, hovered").await?;
     let duration_cell = format!("{row} [data-testid=\"run-duration\"]");
     let before = text_of(c, &duration_cell).await?;
@@ -323,7 +323,7 @@ async fn layout_and_access(c: &Client, browser: &BrowserProcesses, app: &TestApp
     eventually("the detail to close", 10, || async { Ok((!c.find(Locator::Id("detail")).await?.is_displayed().await?).then_some(())) })
         .await?;
     let focused = js(c, "const tr = document.activeElement.closest('tr'); return tr ? tr.dataset.pushId : null;", vec![]).await?;
-    assert_eq!(focused, json!(seeded.dead_push_id.to_string()), "focus returns to the push's row");
+    assert_eq!(focused, json!(seeded.dead_push), "focus returns to the push's row");
     assert_contrast(c, "body", "desktop, light").await?;
 
     // The dark scheme.

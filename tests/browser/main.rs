@@ -230,7 +230,7 @@ async fn filter_status(c: &Client, status: &str) -> TestResult {
     .await
 }
 
-async fn push_row_status(c: &Client, push_id: i64) -> TestResult<Option<String>> {
+async fn push_row_status(c: &Client, push_id: &str) -> TestResult<Option<String>> {
     let rows = c.find_all(Locator::Css(&format!("[data-testid=\"push-row\"][data-push-id=\"{push_id}\"]"))).await?;
     match rows.first() {
         Some(r) => Ok(r.attr("data-status").await?),
@@ -245,15 +245,15 @@ async fn operator_retries_a_dead_push(c: &Client, app: &TestApp, tenant: &str, s
     eventually("a live worker", 20, || async { Ok((text_of(c, "#stat-workers-value").await? == "1").then_some(())) }).await?;
     assert!(!css_exists(c, "[data-testid=\"banner-no-workers\"]").await?);
     assert!(text_of(c, "[data-testid=\"banner-stale\"]").await?.contains("1 stale mapping"));
-    let run_row = text_of(c, &format!("[data-testid=\"run-row\"][data-run-id=\"{}\"]", seeded.run_id)).await?;
+    let run_row = text_of(c, &format!("[data-testid=\"run-row\"][data-run-id=\"{}\"]", seeded.run)).await?;
     assert!(run_row.contains(&seeded.period) && run_row.contains("1 dead") && run_row.contains("2 succeeded"), "{run_row}");
-    let bulk = text_of(c, &format!("[data-testid=\"retry-run\"][data-run-id=\"{}\"]", seeded.run_id)).await?;
+    let bulk = text_of(c, &format!("[data-testid=\"retry-run\"][data-run-id=\"{}\"]", seeded.run)).await?;
     assert_eq!(bulk, "Retry 1 failed", "the run offers a bulk retry to an operator");
 
     filter_status(c, "DEAD").await?;
-    assert_eq!(push_row_status(c, seeded.dead_push_id).await?.as_deref(), Some("DEAD"));
+    assert_eq!(push_row_status(c, &seeded.dead_push).await?.as_deref(), Some("DEAD"));
     // The detail: last error, ticket, the attempt timeline.
-    click(c, "the dead push", &format!("[data-testid=\"push-row\"][data-push-id=\"{}\"] [data-testid=\"push-open\"]", seeded.dead_push_id))
+    click(c, "the dead push", &format!("[data-testid=\"push-row\"][data-push-id=\"{}\"] [data-testid=\"push-open\"]", seeded.dead_push))
         .await?;
     eventually("the attempt timeline", 10, || async {
         Ok((c.find_all(Locator::Css("[data-testid=\"attempt\"]")).await?.len() == 8).then_some(()))
@@ -271,19 +271,17 @@ async fn operator_retries_a_dead_push(c: &Client, app: &TestApp, tenant: &str, s
     screenshot(c, "dashboard.png").await?;
 
     // Retry from the row; the push leaves DEAD and the worker sends it.
-    click(c, "the retry button", &format!("[data-testid=\"retry-push\"][data-push-id=\"{}\"]", seeded.dead_push_id)).await?;
+    click(c, "the retry button", &format!("[data-testid=\"retry-push\"][data-push-id=\"{}\"]", seeded.dead_push)).await?;
     eventually("the success toast", 10, || async {
         let toasts = c.find_all(Locator::Css("[data-testid=\"toast\"][data-kind=\"success\"]")).await?;
         Ok((!toasts.is_empty()).then_some(()))
     })
     .await?;
-    eventually("the push to leave the DEAD tab", 20, || async {
-        Ok(push_row_status(c, seeded.dead_push_id).await?.is_none().then_some(()))
-    })
-    .await?;
+    eventually("the push to leave the DEAD tab", 20, || async { Ok(push_row_status(c, &seeded.dead_push).await?.is_none().then_some(())) })
+        .await?;
     click(c, "the ALL tab", "[data-testid=\"tab-ALL\"]").await?;
     let status = eventually("the push to succeed on the page", 30, || async {
-        Ok(push_row_status(c, seeded.dead_push_id).await?.filter(|s| s == "SUCCEEDED"))
+        Ok(push_row_status(c, &seeded.dead_push).await?.filter(|s| s == "SUCCEEDED"))
     })
     .await?;
     assert_eq!(status, "SUCCEEDED");
@@ -293,7 +291,7 @@ async fn operator_retries_a_dead_push(c: &Client, app: &TestApp, tenant: &str, s
         .gql_ok(
             &token(tenant, &["viewer"]),
             "query($id: ID!) { push(id: $id) { status attempts } auditLog(entityType: \"push\", entityId: $id, action: \"push.retried\") { edges { node { actor } } } }",
-            json!({"id": seeded.dead_push_id.to_string()}),
+            json!({"id": seeded.dead_push}),
         )
         .await;
     assert_eq!(push["push"]["status"], "SUCCEEDED", "{push}");
@@ -339,17 +337,17 @@ async fn viewer_sees_it_read_only(c: &Client, app: &TestApp, tenant: &str, seede
     let broken = text_of(c, "[data-testid=\"banner-connection-broken\"]").await?;
     assert!(broken.contains("ConnectWise connection broken") && broken.contains("invalid API member"), "{broken}");
     filter_status(c, "DEAD").await?;
-    assert_eq!(push_row_status(c, seeded.dead_push_id).await?.as_deref(), Some("DEAD"));
+    assert_eq!(push_row_status(c, &seeded.dead_push).await?.as_deref(), Some("DEAD"));
     screenshot(c, "dashboard-viewer.png").await?;
     assert!(!css_exists(c, "[data-testid=\"retry-push\"]").await?, "no retry button for a viewer");
     assert!(!css_exists(c, "[data-testid=\"retry-run\"]").await?, "no bulk retry for a viewer");
-    click(c, "the run's pushes", &format!("[data-testid=\"run-row\"][data-run-id=\"{}\"] .link", seeded.run_id)).await?;
+    click(c, "the run's pushes", &format!("[data-testid=\"run-row\"][data-run-id=\"{}\"] .link", seeded.run)).await?;
     eventually("the run filter", 10, || async {
-        Ok(c.find(Locator::Id("filter-run")).await?.prop("value").await?.filter(|v| v == &seeded.run_id.to_string()))
+        Ok(c.find(Locator::Id("filter-run")).await?.prop("value").await?.filter(|v| v == &seeded.run))
     })
     .await?;
     assert!(!c.find(Locator::Id("bulk-retry")).await?.is_displayed().await?, "no bulk retry for a viewer");
-    click(c, "the dead push", &format!("[data-testid=\"push-row\"][data-push-id=\"{}\"] [data-testid=\"push-open\"]", seeded.dead_push_id))
+    click(c, "the dead push", &format!("[data-testid=\"push-row\"][data-push-id=\"{}\"] [data-testid=\"push-open\"]", seeded.dead_push))
         .await?;
     eventually("the detail", 10, || async { Ok((text_of(c, "#detail-body").await?.contains("Read-only")).then_some(())) }).await?;
     assert!(!css_exists(c, "[data-testid=\"detail-retry\"]").await?, "no retry in the detail for a viewer");
@@ -388,12 +386,12 @@ async fn a_viewer_sees_the_dashboard_read_only_with_the_broken_connection_banner
 async fn orphaned_push_offers_no_retry(c: &Client, app: &TestApp, tenant: &str, seeded: &seed::Seeded) -> TestResult {
     sign_in(c, &app.address, &token(tenant, &["operator"]), tenant).await?;
     filter_status(c, "DEAD").await?;
-    assert_eq!(push_row_status(c, seeded.dead_push_id).await?.as_deref(), Some("DEAD"));
+    assert_eq!(push_row_status(c, &seeded.dead_push).await?.as_deref(), Some("DEAD"));
     assert!(
-        !css_exists(c, &format!("[data-testid=\"retry-push\"][data-push-id=\"{}\"]", seeded.dead_push_id)).await?,
+        !css_exists(c, &format!("[data-testid=\"retry-push\"][data-push-id=\"{}\"]", seeded.dead_push)).await?,
         "no Retry for a push whose mapping was removed"
     );
-    click(c, "the dead push", &format!("[data-testid=\"push-row\"][data-push-id=\"{}\"] [data-testid=\"push-open\"]", seeded.dead_push_id))
+    click(c, "the dead push", &format!("[data-testid=\"push-row\"][data-push-id=\"{}\"] [data-testid=\"push-open\"]", seeded.dead_push))
         .await?;
     let why = eventually("the reason there is no retry", 10, || async {
         Ok(if css_exists(c, "[data-testid=\"detail-not-retryable\"]").await? {
@@ -419,11 +417,7 @@ async fn an_orphaned_dead_push_offers_no_retry() {
     let seeded = seed::seed_run_with_dead_push(&app, tenant).await;
     let operator = token(tenant, &["operator"]);
     let dead = app
-        .gql_ok(
-            &operator,
-            "query($id: ID!) { push(id: $id) { retryable productMapping { id } } }",
-            json!({"id": seeded.dead_push_id.to_string()}),
-        )
+        .gql_ok(&operator, "query($id: ID!) { push(id: $id) { retryable productMapping { id } } }", json!({"id": seeded.dead_push}))
         .await;
     assert_eq!(dead["push"]["retryable"], true, "{dead}");
     let mapping = dead["push"]["productMapping"]["id"].clone();
@@ -438,13 +432,8 @@ async fn an_orphaned_dead_push_offers_no_retry() {
     let _ = client.close().await;
     drop(guard);
     outcome.expect("the orphaned push flow");
-    let refused = app
-        .gql_ok(
-            &operator,
-            "mutation($id: ID!) { retryPush(id: $id) { userErrors { code } } }",
-            json!({"id": seeded.dead_push_id.to_string()}),
-        )
-        .await;
+    let refused =
+        app.gql_ok(&operator, "mutation($id: ID!) { retryPush(id: $id) { userErrors { code } } }", json!({"id": seeded.dead_push})).await;
     assert_eq!(refused["retryPush"]["userErrors"][0]["code"], "MAPPING_REMOVED", "{refused}");
     app.shutdown().await;
 }

@@ -10,15 +10,19 @@ use serde_json::json;
 
 pub const CREATE_MAPPING: &str = "mutation($i: ProductMappingInput!) { createProductMapping(input: $i) { productMapping { id cwAdditionId cwProductId } userErrors { code field message } } }";
 
-/// Ids of what [`seed_run_with_dead_push`] wrote.
+/// Ids of what [`seed_run_with_dead_push`] wrote: `*_id` are table keys (for SQL), `run`,
+/// `dead_push`, `succeeded_push` and `customer_id` the GraphQL global ids (for the API and the page).
 #[allow(dead_code)]
 pub struct Seeded {
     pub tenant_id: i64,
     pub customer_id: String,
     pub run_id: i64,
+    pub run: String,
     pub period: String,
     pub dead_push_id: i64,
+    pub dead_push: String,
     pub succeeded_push_id: i64,
+    pub succeeded_push: String,
     pub mapping_ids: Vec<i64>,
 }
 
@@ -72,9 +76,9 @@ pub async fn seed_run_with_dead_push(app: &TestApp, tenant: &str) -> Seeded {
         let input = json!({"customerId": customer_id, "productModule": module, "usage": usage, "interval": interval, "cwAgreementId": 500, "cwSequenceNumber": seq});
         let r = app.gql_ok(&operator, CREATE_MAPPING, json!({"i": input})).await["createProductMapping"].clone();
         assert_eq!(r["userErrors"], json!([]), "{r}");
-        mapping_ids.push(r["productMapping"]["id"].as_str().and_then(|s| s.parse().ok()).expect("mapping id"));
+        mapping_ids.push(table_key(r["productMapping"]["id"].as_str().expect("mapping id")));
     }
-    let cid: i64 = customer_id.parse().expect("customer id");
+    let cid = table_key(&customer_id);
     let period = previous_period(app);
     let now = app.sql_now();
     let run_id = insert_returning_id(
@@ -213,5 +217,16 @@ pub async fn seed_run_with_dead_push(app: &TestApp, tenant: &str) -> Seeded {
         }
         push_ids.push(id);
     }
-    Seeded { tenant_id, customer_id, run_id, period, dead_push_id: push_ids[0], succeeded_push_id: push_ids[1], mapping_ids }
+    Seeded {
+        tenant_id,
+        customer_id,
+        run_id,
+        run: global_id(NodeType::SyncRun, run_id),
+        period,
+        dead_push_id: push_ids[0],
+        dead_push: global_id(NodeType::Push, push_ids[0]),
+        succeeded_push_id: push_ids[1],
+        succeeded_push: global_id(NodeType::Push, push_ids[1]),
+        mapping_ids,
+    }
 }

@@ -173,7 +173,7 @@ async fn runs_and_bulk_retries_are_not_duplicated_by_aliases() {
     let retries = format!(
         "mutation {{ a: retryFailedPushes(syncRunId: \"{id}\") {{ pushes {{ id }} userErrors {{ code }} }} \
          b: retryFailedPushes(syncRunId: \"{id}\") {{ pushes {{ id }} userErrors {{ code }} }} }}",
-        id = seeded.run_id
+        id = seeded.run
     );
     let d = app.gql_ok(&operator, &retries, json!({})).await;
     assert_eq!(d["a"]["pushes"].as_array().map(Vec::len), Some(1), "{d}");

@@ -173,7 +173,7 @@ async fn push_counts_follow_the_filters_and_the_tenant() {
         all,
         json!({"total": 4, "pending": 0, "running": 0, "succeeded": 2, "failedRetrying": 0, "dead": 1, "skipped": 1, "cancelled": 0})
     );
-    let by_run = app.gql_ok(&viewer, q, json!({"r": seeded.run_id.to_string(), "p": seeded.period, "c": seeded.customer_id})).await;
+    let by_run = app.gql_ok(&viewer, q, json!({"r": seeded.run, "p": seeded.period, "c": seeded.customer_id})).await;
     assert_eq!(by_run["pushCounts"], all);
     let none = app.gql_ok(&viewer, q, json!({"r": "999999"})).await;
     assert_eq!(none["pushCounts"]["total"], 0);
@@ -191,18 +191,18 @@ async fn retrying_a_succeeded_push_is_refused_and_viewers_may_not_retry() {
     let app = spawn_app().await;
     let seeded = seed::seed_run_with_dead_push(&app, "acme").await;
     let operator = token("acme", &["operator"]);
-    let r = app.gql_ok(&operator, RETRY, json!({"id": seeded.succeeded_push_id.to_string()})).await["retryPush"].clone();
+    let r = app.gql_ok(&operator, RETRY, json!({"id": seeded.succeeded_push})).await["retryPush"].clone();
     assert_eq!(r["push"], Value::Null, "{r}");
     assert_eq!(r["userErrors"][0]["code"], "PUSH_NOT_RETRYABLE", "{r}");
 
     // A viewer gets FORBIDDEN and nothing changes.
-    let body = app.gql(&token("acme", &["viewer"]), RETRY, json!({"id": seeded.dead_push_id.to_string()})).await;
+    let body = app.gql(&token("acme", &["viewer"]), RETRY, json!({"id": seeded.dead_push})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body}");
     let bulk = app
         .gql(
             &token("acme", &["viewer"]),
             "mutation($r: ID!) { retryFailedPushes(syncRunId: $r) { pushes { id } userErrors { code } } }",
-            json!({"r": seeded.run_id.to_string()}),
+            json!({"r": seeded.run}),
         )
         .await;
     assert_eq!(bulk["errors"][0]["extensions"]["code"], "FORBIDDEN", "{bulk}");
@@ -210,7 +210,7 @@ async fn retrying_a_succeeded_push_is_refused_and_viewers_may_not_retry() {
         .gql_ok(
             &operator,
             "query($id: ID!) { push(id: $id) { status attempts ticketId attemptHistory { attempt } } }",
-            json!({"id": seeded.dead_push_id.to_string()}),
+            json!({"id": seeded.dead_push}),
         )
         .await;
     assert_eq!(push["push"]["status"], "DEAD");
@@ -218,7 +218,7 @@ async fn retrying_a_succeeded_push_is_refused_and_viewers_may_not_retry() {
     assert_eq!(push["push"]["attemptHistory"].as_array().map(Vec::len), Some(16));
 
     // The operator's retry of the dead push is accepted (no worker here: it stays queued).
-    let r = app.gql_ok(&operator, RETRY, json!({"id": seeded.dead_push_id.to_string()})).await["retryPush"].clone();
+    let r = app.gql_ok(&operator, RETRY, json!({"id": seeded.dead_push})).await["retryPush"].clone();
     assert_eq!(r["userErrors"], json!([]), "{r}");
     assert_eq!(r["push"]["status"], "PENDING");
     app.shutdown().await;

@@ -29,6 +29,10 @@ fn id_operations() -> Vec<(&'static str, &'static str)> {
             "mutation($id: ID!) { saveProductMappings(customerId: $id, mappings: []) { productMappings { id } userErrors { code field message } } }",
         ),
         ("auditLog", r#"query($id: ID!) { auditLog(entityId: $id) { edges { node { id } } } }"#),
+        ("node", "query($id: ID!) { node(id: $id) { id __typename } }"),
+        ("nodes", "query($id: ID!) { nodes(ids: [$id, $id]) { id } }"),
+        ("pushCounts by run", "query($id: ID!) { pushCounts(syncRunId: $id) { total } }"),
+        ("pushCounts by customer", "query($id: ID!) { pushCounts(customerId: $id) { total } }"),
         ("syncRun", "query($id: ID!) { syncRun(id: $id) { id status } }"),
         ("push", "query($id: ID!) { push(id: $id) { id status } }"),
         ("pushes by run", "query($id: ID!) { pushes(syncRunId: $id) { edges { node { id } } } }"),
@@ -86,13 +90,23 @@ async fn other_tenants_ids_look_like_missing_ids() {
     ready_tenant(&app, "tenant-b").await;
     let b = token("tenant-b", &["admin"]);
     let before = (app.count("product_mappings").await, app.count("customer_mappings").await);
-    let missing = "987654321";
+    // A malformed id (a bare table key is one), and well-formed global ids of every type that no
+    // row has: each argument answers all of them alike, and tenant A's ids the same way.
+    let malformed = "987654321";
+    let missing: Vec<String> = NodeType::ALL.iter().map(|t| global_id(*t, 987_654_321)).collect();
     for (name, q) in id_operations() {
-        for foreign in [a_customer.as_str(), a_mapping.as_str(), a_run.as_str(), a_push.as_str()] {
-            // Messages may echo the id the caller sent; that reveals nothing, so it is masked.
-            let got: Value = mask_id(app.gql(&b, q, json!({"id": foreign})).await, foreign);
-            let expected: Value = mask_id(app.gql(&b, q, json!({"id": missing})).await, missing);
-            assert_eq!(got, expected, "{name} with tenant A's id {foreign} must look like a missing id");
+        // Messages may echo the id the caller sent; that reveals nothing, so it is masked.
+        let expected: Value = mask_id(app.gql(&b, q, json!({"id": malformed})).await, malformed);
+        for id in missing.iter().chain([&a_customer, &a_mapping, &a_run, &a_push]) {
+            let got: Value = mask_id(app.gql(&b, q, json!({"id": id})).await, id);
+            assert_eq!(got, expected, "{name} with {id} (tenant A's or nobody's) must look like a malformed id");
+        }
+        // Tenant A's own ids resolve for A (so the comparison above is not vacuous for node).
+        if name == "node" {
+            for id in [&a_customer, &a_mapping, &a_run, &a_push] {
+                let own = app.gql_ok(&token("tenant-a", &["admin"]), q, json!({"id": id})).await;
+                assert_eq!(own["node"]["id"], json!(id), "{own}");
+            }
         }
     }
     assert_eq!((app.count("product_mappings").await, app.count("customer_mappings").await), before);

@@ -14,6 +14,7 @@ mod mappings;
 mod metrics;
 mod outage;
 mod readme_session;
+mod relay;
 mod reliability;
 mod review;
 mod schema;

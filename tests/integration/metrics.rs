@@ -58,7 +58,7 @@ async fn metrics_expose_http_graphql_push_run_queue_and_worker_families() {
     app.gql_raw(
         Some(&token("acme-metrics-tenant", &["operator"])),
         "mutation($id: ID!) { retryPush(id: $id) { userErrors { code } } }",
-        json!({"id": seeded.succeeded_push_id.to_string()}),
+        json!({"id": seeded.succeeded_push}),
     )
     .await;
     let res = app.http.get(format!("{}/no/such/path-{}", app.address, seeded.run_id)).send().await.expect("404");

@@ -50,12 +50,8 @@ async fn seed_tenant(app: &TestApp, t: i64, period: &domain::Period) -> (String,
             json!({"i": input}),
         )
         .await;
-    let ids: Vec<i64> = d["upsertCustomers"]["customers"]
-        .as_array()
-        .expect("customers")
-        .iter()
-        .map(|c| c["id"].as_str().and_then(|s| s.parse().ok()).expect("id"))
-        .collect();
+    let ids: Vec<i64> =
+        d["upsertCustomers"]["customers"].as_array().expect("customers").iter().map(|c| table_key(c["id"].as_str().expect("id"))).collect();
     let mut expected = HashMap::new();
     let (mut companies, mut agreements, mut additions, mut cmaps, mut pmaps) = (vec![], vec![], vec![], vec![], vec![]);
     for (c, cid) in ids.iter().enumerate() {

@@ -13,7 +13,7 @@ use crate::sqlite_core_flow::{EXPECTED, month_of_consumption, pushes, start_run}
 const REVIEW: &str = "query($p: Period!, $first: Int, $after: String, $s: String, $x: Boolean) { \
     billingReview(period: $p, first: $first, after: $after, search: $s, onlyExceptions: $x) { \
       totals { lines amount previousAmount exceptions } pageInfo { hasNextPage endCursor } \
-      edges { cursor node { id cwAdditionId customer { id accountName externalId } productMapping { id } productModule usage interval unit \
+      edges { cursor node { cwAdditionId customer { id accountName externalId } productMapping { id } productModule usage interval unit \
         value quantity sampleDays missingDays fallback stale skipReason previousQuantity change changePercent unitPrice lessIncluded \
         amount previousAmount awaitingApproval exception lastPush { id } } } } }";
 
@@ -197,6 +197,7 @@ async fn billing_review_pages_prices_and_equals_the_run(sqlite: bool) {
         }
         assert_eq!(row["customerName"], text(&line["customer"]["accountName"]));
         assert_eq!(row["productMappingId"], text(&line["productMapping"]["id"]));
+        assert_eq!(row["customerId"], text(&line["customer"]["id"]));
     }
     assert!(rows.iter().any(|r| r["customerName"] == TRICKY_NAME), "the name survives quoting");
     // Viewer and up, Bearer only; a bad period is bad input.

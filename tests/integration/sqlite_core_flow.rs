@@ -221,7 +221,7 @@ async fn core_flow(sqlite: bool) {
         })
         .await;
     assert_eq!(tickets.len(), 1, "{tickets:?}");
-    assert_eq!(tickets[0]["externalXRef"], dead_id.as_str());
+    assert_eq!(tickets[0]["externalXRef"], table_key(&dead_id).to_string());
 
     // The addition comes back; the operator retries the dead push and the run completes.
     app.seed_fake(&Catalog {

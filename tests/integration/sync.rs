@@ -278,7 +278,8 @@ async fn a_vanished_addition_dies_with_one_ticket_and_can_be_retried() {
         .await;
     assert_eq!(ticket.len(), 1, "{ticket:?}");
     let t = &ticket[0];
-    assert_eq!(t["externalXRef"], dead["id"].as_str().expect("id"));
+    // The ticket's de-duplication key is the push's table key (ConnectWise's side, not a GraphQL id).
+    assert_eq!(t["externalXRef"], table_key(dead["id"].as_str().expect("id")).to_string());
     assert_eq!(t["board"]["id"], 1);
     assert_eq!(t["company"]["id"], 100);
     assert!(t["summary"].as_str().expect("summary").chars().count() <= 100);

@@ -707,3 +707,16 @@ pub async fn ready_tenant(app: &TestApp, tenant: &str) -> String {
     assert_eq!(m["userErrors"], json!([]), "{m}");
     c
 }
+
+/// The GraphQL global id of a database row, for tests that start from rows they wrote or read in
+/// SQL (clients get ids from the API; only tests have table keys). Built by the API's own id module.
+pub fn global_id(node_type: api::graphql::ids::NodeType, key: i64) -> String {
+    api::graphql::ids::GlobalId::encode(node_type, key).0
+}
+
+/// The table key behind a global id the API returned, for tests that go on in SQL.
+pub fn table_key(global_id: &str) -> i64 {
+    api::graphql::ids::GlobalId::parse(global_id).unwrap_or_else(|| panic!("not a global id: {global_id:?}")).key
+}
+
+pub use api::graphql::ids::NodeType;

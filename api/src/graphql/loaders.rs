@@ -8,7 +8,7 @@ use std::{
 use async_graphql::dataloader::{DataLoader, Loader};
 use sea_orm::DatabaseConnection;
 
-use entity::{customer, cw_addition, cw_agreement, cw_company, license, product_mapping, push, push_attempt, sync_run};
+use entity::{audit_entry, customer, cw_addition, cw_agreement, cw_company, license, product_mapping, push, push_attempt, sync_run};
 use sync_core::service;
 
 type LoadResult<V> = Result<HashMap<i64, V>, Arc<sync_core::ServiceError>>;
@@ -69,6 +69,12 @@ loader!(LastPushLoader, push::Model, |db, t, keys| service::history::last_pushes
 loader!(RunLoader, sync_run::Model, |db, t, keys| service::history::runs_by_ids(db, t, keys)
     .await
     .map(|v| v.into_iter().map(|r| (r.id, r)).collect()));
+loader!(PushLoader, push::Model, |db, t, keys| service::history::pushes_by_ids(db, t, keys)
+    .await
+    .map(|v| v.into_iter().map(|p| (p.id, p)).collect()));
+loader!(AuditEntryLoader, audit_entry::Model, |db, t, keys| service::history::audit_entries_by_ids(db, t, keys)
+    .await
+    .map(|v| v.into_iter().map(|e| (e.id, e)).collect()));
 loader!(AttemptsLoader, Vec<push_attempt::Model>, |db, t, keys| service::history::attempts_of(db, t, keys)
     .await
     .map(|v| group(v, |a| a.push_id)));
@@ -89,6 +95,8 @@ pub struct Loaders {
     pub company: DataLoader<CompanyLoader>,
     pub last_push: DataLoader<LastPushLoader>,
     pub run: DataLoader<RunLoader>,
+    pub push: DataLoader<PushLoader>,
+    pub audit_entry: DataLoader<AuditEntryLoader>,
     pub attempts: DataLoader<AttemptsLoader>,
     pub run_counts: DataLoader<RunCountsLoader>,
     pub write_blocker: DataLoader<WriteBlockerLoader>,
@@ -206,6 +214,8 @@ impl Loaders {
             company: dl!(CompanyLoader),
             last_push: dl!(LastPushLoader),
             run: dl!(RunLoader),
+            push: dl!(PushLoader),
+            audit_entry: dl!(AuditEntryLoader),
             attempts: dl!(AttemptsLoader),
             run_counts: dl!(RunCountsLoader),
             write_blocker: dl!(WriteBlockerLoader),

@@ -2,8 +2,10 @@
 pub mod context;
 pub mod enums;
 pub mod errors;
+pub mod ids;
 pub mod limits;
 pub mod loaders;
+pub mod node;
 pub mod resolvers;
 pub mod review;
 pub mod scalars;

@@ -8,13 +8,14 @@ use secrecy::SecretString;
 use sync_core::{
     auth::Permission,
     pagination::{Page, page_size},
-    service::{self, parse_id},
+    service,
 };
 
 use super::{
     context::{Need, app, principal},
     enums::{Edition, IntervalMethod, ProductModule, UsageMetric},
     errors::OrGql,
+    ids::{GlobalId, NodeType},
     limits::{COST_CONNECTWISE, COST_DB_READ, COST_WRITE},
     loaders::{CustomerPrefetch, load_err, loaders},
     scalars::Date,
@@ -78,10 +79,36 @@ impl AccountQuery {
     ) -> async_graphql::Result<Connection<String, AuditEntry>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let limit = page_size(first).gql()?;
-        let f = service::history::AuditFilter { entity_type, entity_id: entity_id.map(|i| i.0), action };
+        let Some(f) = audit_filter(entity_type, entity_id, action) else {
+            return Ok(Connection::new(false, false));
+        };
         let page = service::history::audit_log(&a.db, p.tenant_id, limit, after.as_deref(), &f).await.gql()?;
         Ok(connection(page, AuditEntry))
     }
+}
+
+/// The audit log's filter for `auditLog(entityType, entityId, action)`, or `None` when it can match
+/// nothing. `entityId` takes what `AuditEntry.entityId` shows: the global id of one of our entities
+/// (it names the entity type too), or the audit log's own key of an entity without one (settings,
+/// consumption). A plain table key of an entity that has a global id matches nothing.
+fn audit_filter(entity_type: Option<String>, entity_id: Option<ID>, action: Option<String>) -> Option<service::history::AuditFilter> {
+    let mut f = service::history::AuditFilter { entity_type, action, ..Default::default() };
+    let Some(id) = entity_id else { return Some(f) };
+    match GlobalId::parse(&id) {
+        Some(g) => {
+            let audited = g.node_type.audit_entity_type()?;
+            if f.entity_type.as_deref().is_some_and(|t| t != audited) {
+                return None;
+            }
+            f.entity_type = Some(audited.to_string());
+            f.entity_id = Some(g.key.to_string());
+        }
+        None => {
+            f.entity_id = Some(id.0);
+            f.exclude_entity_types = NodeType::ALL.iter().filter_map(|t| t.audit_entity_type()).map(str::to_string).collect();
+        }
+    }
+    Some(f)
 }
 
 #[derive(Default)]
@@ -119,14 +146,14 @@ impl CustomerQuery {
     #[graphql(guard = "Need(Permission::ReadCustomers)", complexity = "COST_DB_READ + child_complexity")]
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        let Some(id) = parse_id(&id) else { return Ok(None) };
+        let Some(id) = GlobalId::decode::<Customer>(&id) else { return Ok(None) };
         Ok(service::customers::get_customer(&a.db, p.tenant_id, id).await.gql()?.map(Customer))
     }
 
     #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn product_mapping(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<ProductMapping>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        let Some(id) = parse_id(&id) else { return Ok(None) };
+        let Some(id) = GlobalId::decode::<ProductMapping>(&id) else { return Ok(None) };
         Ok(service::mappings::get_mapping(&a.db, p.tenant_id, id).await.gql()?.map(ProductMapping))
     }
 }
@@ -167,7 +194,15 @@ impl CatalogQuery {
 }
 
 #[derive(MergedObject, Default)]
-pub struct Query(AccountQuery, CustomerQuery, CatalogQuery, super::sync::SyncQuery, super::status::StatusQuery, super::review::ReviewQuery);
+pub struct Query(
+    super::node::NodeQuery,
+    AccountQuery,
+    CustomerQuery,
+    CatalogQuery,
+    super::sync::SyncQuery,
+    super::status::StatusQuery,
+    super::review::ReviewQuery,
+);
 
 // ---------------------------------------------------------------- mutations
 
@@ -252,7 +287,7 @@ pub struct ProductMappingInput {
 impl From<ProductMappingInput> for service::mappings::MappingInput {
     fn from(i: ProductMappingInput) -> Self {
         service::mappings::MappingInput {
-            customer_id: i.customer_id.0,
+            customer_id: GlobalId::service_key::<Customer>(&i.customer_id),
             product_module: i.product_module.into(),
             usage: i.usage.into(),
             interval: i.interval.into(),
@@ -390,9 +425,16 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(customer_payload(
-            service::customers::map_customer(&a.db, p, &customer_id, cw_company_id, unmap_products.unwrap_or(false), a.clock.now())
-                .await
-                .gql()?,
+            service::customers::map_customer(
+                &a.db,
+                p,
+                &GlobalId::service_key::<Customer>(&customer_id),
+                cw_company_id,
+                unmap_products.unwrap_or(false),
+                a.clock.now(),
+            )
+            .await
+            .gql()?,
         ))
     }
 
@@ -405,7 +447,15 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(customer_payload(
-            service::customers::unmap_customer(&a.db, p, &customer_id, unmap_products.unwrap_or(false), a.clock.now()).await.gql()?,
+            service::customers::unmap_customer(
+                &a.db,
+                p,
+                &GlobalId::service_key::<Customer>(&customer_id),
+                unmap_products.unwrap_or(false),
+                a.clock.now(),
+            )
+            .await
+            .gql()?,
         ))
     }
 }
@@ -446,7 +496,16 @@ impl MappingMutation {
     ) -> async_graphql::Result<ProductMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         Ok(mapping_payload(
-            service::mappings::update_product_mapping(&a.db, p, &id, input.into(), expected_version, a.clock.now()).await.gql()?,
+            service::mappings::update_product_mapping(
+                &a.db,
+                p,
+                &GlobalId::service_key::<ProductMapping>(&id),
+                input.into(),
+                expected_version,
+                a.clock.now(),
+            )
+            .await
+            .gql()?,
         ))
     }
 
@@ -454,10 +513,15 @@ impl MappingMutation {
     #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn delete_product_mapping(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<DeleteProductMappingPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::mappings::delete_product_mapping(&a.db, p, &id, a.clock.now()).await.gql()? {
-            Ok(id) => DeleteProductMappingPayload { deleted_id: Some(ID(id.to_string())), user_errors: vec![] },
-            Err(e) => DeleteProductMappingPayload { deleted_id: None, user_errors: user_errors(e) },
-        })
+        Ok(
+            match service::mappings::delete_product_mapping(&a.db, p, &GlobalId::service_key::<ProductMapping>(&id), a.clock.now())
+                .await
+                .gql()?
+            {
+                Ok(id) => DeleteProductMappingPayload { deleted_id: Some(GlobalId::of::<ProductMapping>(id)), user_errors: vec![] },
+                Err(e) => DeleteProductMappingPayload { deleted_id: None, user_errors: user_errors(e) },
+            },
+        )
     }
 
     /// Atomically replace all of a customer's mappings: all valid or nothing written.
@@ -473,10 +537,21 @@ impl MappingMutation {
             return Err(too_many("mappings", mappings.len()));
         }
         let inputs = mappings.into_iter().map(Into::into).collect();
-        Ok(match service::mappings::save_product_mappings(&a.db, p, &customer_id, inputs, a.clock.now()).await.gql()? {
-            Ok(v) => SaveProductMappingsPayload { product_mappings: v.into_iter().map(ProductMapping).collect(), user_errors: vec![] },
-            Err(e) => SaveProductMappingsPayload { product_mappings: vec![], user_errors: user_errors(e) },
-        })
+        Ok(
+            match service::mappings::save_product_mappings(
+                &a.db,
+                p,
+                &GlobalId::service_key::<Customer>(&customer_id),
+                inputs,
+                a.clock.now(),
+            )
+            .await
+            .gql()?
+            {
+                Ok(v) => SaveProductMappingsPayload { product_mappings: v.into_iter().map(ProductMapping).collect(), user_errors: vec![] },
+                Err(e) => SaveProductMappingsPayload { product_mappings: vec![], user_errors: user_errors(e) },
+            },
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! The billing review of a month (`billingReview`): a thin adapter over
 //! `sync_core::service::review`, which computes the lines with the run's own aggregation.
 use async_graphql::{
-    Context, ID, Object, OutputType, SimpleObject,
+    Context, Object, OutputType, SimpleObject,
     connection::{Connection, ConnectionNameType, DefaultEdgeName, Edge, EmptyFields, EnableNodesField},
 };
 use sync_core::{
@@ -34,10 +34,6 @@ pub struct BillingLine(pub ReviewLine);
 
 #[Object]
 impl BillingLine {
-    /// The product mapping's id.
-    async fn id(&self) -> ID {
-        ID(self.0.product_mapping_id.to_string())
-    }
     #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
         Ok(loaders(ctx)?.customer.load_one(self.0.customer_id).await.map_err(load_err)?.map(Customer))

@@ -4,17 +4,16 @@
 //! no worker host names or process ids, no other tenant's queue.
 use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use sync_core::{
-    auth::Permission,
-    service::{self, parse_id},
-};
+use sync_core::{auth::Permission, service};
 
 use super::{
     context::{Need, app, principal},
     errors::OrGql,
+    ids::GlobalId,
     limits::{COST_DB_READ, COST_STATUS},
     scalars::Period,
-    sync::PushCounts,
+    sync::{PushCounts, SyncRun},
+    types::Customer,
 };
 
 /// One worker process, from the heartbeat it writes every 10 seconds.
@@ -118,11 +117,10 @@ impl StatusQuery {
     ) -> async_graphql::Result<PushCounts> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         // A malformed or foreign id counts nothing, like an id that does not exist.
-        let id_filter = |id: Option<ID>| id.map(|i| parse_id(&i).unwrap_or(0));
         let f = service::status::PushCountFilter {
             period: period.map(|p| p.0),
-            customer_id: id_filter(customer_id),
-            sync_run_id: id_filter(sync_run_id),
+            customer_id: GlobalId::filter_key::<Customer>(customer_id.as_ref()),
+            sync_run_id: GlobalId::filter_key::<SyncRun>(sync_run_id.as_ref()),
         };
         let m = service::status::push_status_counts(&a.db, p.tenant_id, &f).await.gql()?;
         Ok(PushCounts::from_status_counts(&m))

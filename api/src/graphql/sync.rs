@@ -2,16 +2,13 @@
 //! `sync_core::service::{consumption, sync, history}`.
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
-use sync_core::{
-    auth::Permission,
-    pagination::page_size,
-    service::{self, parse_id},
-};
+use sync_core::{auth::Permission, pagination::page_size, service};
 
 use super::{
     context::{Need, app, principal},
     enums::{IntervalMethod, ProductModule, PushStatus, SyncRunStatus, UsageMetric, parse_stored},
     errors::OrGql,
+    ids::GlobalId,
     limits::{COST_BATCHED, COST_DB_PER_PARENT, COST_DB_READ, COST_WRITE},
     loaders::{load_err, loaders},
     resolvers::{connection, list_cost},
@@ -55,8 +52,8 @@ impl PushCounts {
 
 #[Object]
 impl SyncRun {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    pub(crate) async fn id(&self) -> ID {
+        GlobalId::of::<Self>(self.0.id)
     }
     async fn period(&self) -> async_graphql::Result<Period> {
         Ok(Period(parse_stored::<domain::Period>(&self.0.period)?))
@@ -93,7 +90,7 @@ impl SyncRun {
             .customer_ids
             .as_ref()
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().map(|x| ID(x.to_string().trim_matches('"').to_string())).collect())
+            .map(|a| a.iter().filter_map(|x| x.as_i64().or_else(|| x.as_str()?.parse().ok())).map(GlobalId::of::<Customer>).collect())
     }
     #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn counts(&self, ctx: &Context<'_>) -> async_graphql::Result<PushCounts> {
@@ -215,7 +212,7 @@ impl SyncQuery {
         to: Date,
     ) -> async_graphql::Result<Vec<DailyConsumption>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        let Some(cid) = parse_id(&customer_id) else { return Ok(vec![]) };
+        let Some(cid) = GlobalId::decode::<Customer>(&customer_id) else { return Ok(vec![]) };
         let rows = service::consumption::daily_consumption(&a.db, p, cid, product_module.into(), usage.into(), from.0, to.0).await.gql()?;
         Ok(rows
             .unwrap_or_default()
@@ -235,7 +232,7 @@ impl SyncQuery {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let customer = match customer_id {
             None => None,
-            Some(id) => match parse_id(&id) {
+            Some(id) => match GlobalId::decode::<Customer>(&id) {
                 Some(id) => Some(id),
                 None => return Ok(vec![]),
             },
@@ -267,7 +264,7 @@ impl SyncQuery {
     #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn sync_run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<SyncRun>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        let Some(id) = parse_id(&id) else { return Ok(None) };
+        let Some(id) = GlobalId::decode::<SyncRun>(&id) else { return Ok(None) };
         Ok(service::history::get_run(&a.db, p.tenant_id, id).await.gql()?.map(SyncRun))
     }
 
@@ -287,12 +284,11 @@ impl SyncQuery {
         let (a, p) = (app(ctx)?, principal(ctx)?);
         let limit = page_size(first).gql()?;
         // A malformed or foreign id filters to nothing, like an id that does not exist.
-        let id_filter = |id: Option<ID>| id.map(|i| parse_id(&i).unwrap_or(0));
         let f = service::history::PushFilter {
             status: status.map(Into::into),
             period: period.map(|p| p.0),
-            customer_id: id_filter(customer_id),
-            sync_run_id: id_filter(sync_run_id),
+            customer_id: GlobalId::filter_key::<Customer>(customer_id.as_ref()),
+            sync_run_id: GlobalId::filter_key::<SyncRun>(sync_run_id.as_ref()),
         };
         Ok(connection(service::history::list_pushes(&a.db, p.tenant_id, limit, after.as_deref(), &f).await.gql()?, Push))
     }
@@ -300,7 +296,7 @@ impl SyncQuery {
     #[graphql(guard = "Need(Permission::Read)", complexity = "COST_DB_READ + child_complexity")]
     async fn push(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Push>> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        let Some(id) = parse_id(&id) else { return Ok(None) };
+        let Some(id) = GlobalId::decode::<Push>(&id) else { return Ok(None) };
         Ok(service::history::get_push(&a.db, p.tenant_id, id).await.gql()?.map(Push))
     }
 }
@@ -393,7 +389,7 @@ impl SyncMutation {
         let samples = samples
             .into_iter()
             .map(|s| service::consumption::SampleInput {
-                customer_id: s.customer_id.map(|i| i.0),
+                customer_id: s.customer_id.map(|i| GlobalId::service_key::<Customer>(&i)),
                 customer_external_id: s.customer_external_id,
                 product_module: s.product_module.into(),
                 usage: s.usage.into(),
@@ -426,7 +422,7 @@ impl SyncMutation {
         dry_run: Option<bool>,
     ) -> async_graphql::Result<SyncRunPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        let ids = customer_ids.map(|v| v.into_iter().map(|i| i.0).collect());
+        let ids = customer_ids.map(|v| v.iter().map(|i| GlobalId::service_key::<Customer>(i)).collect());
         Ok(
             match service::sync::run_monthly_sync(&a.db, a.queue.as_ref(), p, period.0, ids, dry_run.unwrap_or(false), a.clock.now())
                 .await
@@ -442,32 +438,49 @@ impl SyncMutation {
     #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn retry_push(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PushPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::sync::retry_push(&a.db, a.queue.as_ref(), &a.settings, p, &id, a.clock.now()).await.gql()? {
-            Ok(push) => PushPayload { push: Some(Push(push)), user_errors: vec![] },
-            Err(e) => PushPayload { push: None, user_errors: user_errors(e) },
-        })
+        Ok(
+            match service::sync::retry_push(&a.db, a.queue.as_ref(), &a.settings, p, &GlobalId::service_key::<Push>(&id), a.clock.now())
+                .await
+                .gql()?
+            {
+                Ok(push) => PushPayload { push: Some(Push(push)), user_errors: vec![] },
+                Err(e) => PushPayload { push: None, user_errors: user_errors(e) },
+            },
+        )
     }
 
     /// Retry every `DEAD` and `FAILED_RETRYING` push of a run.
     #[graphql(guard = "Need(Permission::Operate)", complexity = "COST_WRITE + child_complexity")]
     async fn retry_failed_pushes(&self, ctx: &Context<'_>, sync_run_id: ID) -> async_graphql::Result<RetryPushesPayload> {
         let (a, p) = (app(ctx)?, principal(ctx)?);
-        Ok(match service::sync::retry_failed_pushes(&a.db, a.queue.as_ref(), &a.settings, p, &sync_run_id, a.clock.now()).await.gql()? {
-            Ok(v) => RetryPushesPayload {
-                skipped_superseded: count(v.skipped_superseded),
-                skipped_orphaned: count(v.skipped_orphaned),
-                skipped_in_flight: count(v.skipped_in_flight),
-                pushes: v.retried.into_iter().map(Push).collect(),
-                user_errors: vec![],
+        Ok(
+            match service::sync::retry_failed_pushes(
+                &a.db,
+                a.queue.as_ref(),
+                &a.settings,
+                p,
+                &GlobalId::service_key::<SyncRun>(&sync_run_id),
+                a.clock.now(),
+            )
+            .await
+            .gql()?
+            {
+                Ok(v) => RetryPushesPayload {
+                    skipped_superseded: count(v.skipped_superseded),
+                    skipped_orphaned: count(v.skipped_orphaned),
+                    skipped_in_flight: count(v.skipped_in_flight),
+                    pushes: v.retried.into_iter().map(Push).collect(),
+                    user_errors: vec![],
+                },
+                Err(e) => RetryPushesPayload {
+                    pushes: vec![],
+                    skipped_superseded: 0,
+                    skipped_orphaned: 0,
+                    skipped_in_flight: 0,
+                    user_errors: user_errors(e),
+                },
             },
-            Err(e) => RetryPushesPayload {
-                pushes: vec![],
-                skipped_superseded: 0,
-                skipped_orphaned: 0,
-                skipped_in_flight: 0,
-                user_errors: user_errors(e),
-            },
-        })
+        )
     }
 
     /// Queue a refresh of the ConnectWise catalog (companies, agreements, additions, boards). While

@@ -6,6 +6,7 @@ use sync_core::auth::Permission;
 use super::{
     context::{Need, app},
     enums::{self, parse_stored},
+    ids::{GlobalId, NodeType},
     limits::COST_BATCHED,
     loaders::{load_err, loaders},
     scalars::{Date, Decimal},
@@ -101,8 +102,8 @@ pub struct Customer(pub customer::Model);
 
 #[Object]
 impl Customer {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    pub(crate) async fn id(&self) -> ID {
+        GlobalId::of::<Self>(self.0.id)
     }
     async fn external_id(&self) -> &str {
         &self.0.external_id
@@ -314,8 +315,8 @@ pub struct ProductMapping(pub product_mapping::Model);
 
 #[Object]
 impl ProductMapping {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    pub(crate) async fn id(&self) -> ID {
+        GlobalId::of::<Self>(self.0.id)
     }
     #[graphql(complexity = "COST_BATCHED + child_complexity")]
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
@@ -382,8 +383,8 @@ pub struct Push(pub push::Model);
 
 #[Object]
 impl Push {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    pub(crate) async fn id(&self) -> ID {
+        GlobalId::of::<Self>(self.0.id)
     }
     async fn status(&self) -> async_graphql::Result<enums::PushStatus> {
         Ok(parse_stored::<domain::PushStatus>(&self.0.status)?.into())
@@ -510,8 +511,8 @@ pub struct AuditEntry(pub audit_entry::Model);
 
 #[Object]
 impl AuditEntry {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    pub(crate) async fn id(&self) -> ID {
+        GlobalId::of::<Self>(self.0.id)
     }
     async fn at(&self) -> DateTime<Utc> {
         self.0.at
@@ -525,8 +526,11 @@ impl AuditEntry {
     async fn entity_type(&self) -> &str {
         &self.0.entity_type
     }
+    /// The global id of the entity when it is one of ours that implements `Node` (customer,
+    /// product mapping, sync run, push); otherwise the audit log's own key of it (the tenant for
+    /// settings, the sample's day and series for consumption). `auditLog(entityId:)` takes either.
     async fn entity_id(&self) -> ID {
-        ID(self.0.entity_id.clone())
+        audit_entity_id(&self.0.entity_type, &self.0.entity_id)
     }
     async fn before(&self) -> Option<Json<serde_json::Value>> {
         self.0.before.clone().map(Json)
@@ -536,5 +540,13 @@ impl AuditEntry {
     }
     async fn detail(&self) -> Option<Json<serde_json::Value>> {
         self.0.detail.clone().map(Json)
+    }
+}
+
+/// `AuditEntry.entityId`: see there.
+pub fn audit_entity_id(entity_type: &str, stored_key: &str) -> ID {
+    match (NodeType::from_audit_entity_type(entity_type), stored_key.parse::<i64>()) {
+        (Some(t), Ok(key)) => GlobalId::encode(t, key),
+        _ => ID(stored_key.to_string()),
     }
 }

@@ -379,6 +379,9 @@
 
   // ------------------------------------------------------------------ filters <-> URL hash
 
+  /** What an id of the API may look like (opaque global ids: URL-safe base64); never parsed here. */
+  const GLOBAL_ID = /^[A-Za-z0-9_-]{1,200}$/;
+
   function readHash() {
     const previousCustomer = state.filters.customerId;
     const p = new URLSearchParams(location.hash.slice(1));
@@ -386,8 +389,8 @@
     state.filters = {
       status: STATUSES.includes(status) ? status : 'ALL',
       period: /^\d{4}-\d{2}$/.test(p.get('period') || '') ? p.get('period') : '',
-      customerId: /^\d+$/.test(p.get('customer') || '') ? p.get('customer') : '',
-      runId: /^\d+$/.test(p.get('run') || '') ? p.get('run') : '',
+      customerId: GLOBAL_ID.test(p.get('customer') || '') ? p.get('customer') : '',
+      runId: GLOBAL_ID.test(p.get('run') || '') ? p.get('run') : '',
     };
     $('filter-period').value = state.filters.period;
     state.cursors = [null];
@@ -432,7 +435,7 @@
     let found = [];
     try {
       found = (await gql(Q_FIND_CUSTOMERS, { search: text })).customers.edges.map((e) => e.node);
-      if (/^\d+$/.test(text)) {
+      if (GLOBAL_ID.test(text)) {
         const byId = (await gql('query DashboardCustomer($id: ID!) { customer(id: $id) { id accountName externalId } }', { id: text })).customer;
         if (byId && !found.some((c) => c.id === byId.id)) found.unshift(byId);
       }

@@ -103,9 +103,7 @@ pub async fn record_consumption(
             (Some(id), None) => match id.trim().parse::<i64>() {
                 Ok(id) => Some(CustomerRef::Id(id)),
                 Err(_) => {
-                    errors[i].push(
-                        UserError::new(codes::UNKNOWN_CUSTOMER, format!("no customer with id {:?}", clip(id))).at(at(i, "customerId")),
-                    );
+                    errors[i].push(UserError::new(codes::UNKNOWN_CUSTOMER, "no customer has this id").at(at(i, "customerId")));
                     None
                 }
             },
@@ -150,9 +148,8 @@ pub async fn record_consumption(
     for c in &checked {
         let customer_id = match &c.customer {
             CustomerRef::Id(id) if known_ids.contains(id) => *id,
-            CustomerRef::Id(id) => {
-                errors[c.index]
-                    .push(UserError::new(codes::UNKNOWN_CUSTOMER, format!("no customer with id {id}")).at(at(c.index, "customerId")));
+            CustomerRef::Id(_) => {
+                errors[c.index].push(UserError::new(codes::UNKNOWN_CUSTOMER, "no customer has this id").at(at(c.index, "customerId")));
                 continue;
             }
             CustomerRef::External(e) => match by_external.get(e) {

@@ -25,6 +25,8 @@ pub async fn last_pushes(db: &DatabaseConnection, tenant_id: i64, mapping_ids: &
 pub struct AuditFilter {
     pub entity_type: Option<String>,
     pub entity_id: Option<String>,
+    /// Entity types left out (the API leaves out those whose entries are found by global id).
+    pub exclude_entity_types: Vec<String>,
     pub action: Option<String>,
 }
 
@@ -42,6 +44,9 @@ pub async fn audit_log(
     }
     if let Some(id) = &f.entity_id {
         q = q.filter(audit_entry::Column::EntityId.eq(id.clone()));
+    }
+    if !f.exclude_entity_types.is_empty() {
+        q = q.filter(audit_entry::Column::EntityType.is_not_in(f.exclude_entity_types.clone()));
     }
     if let Some(a) = &f.action {
         q = q.filter(audit_entry::Column::Action.eq(a.clone()));
@@ -93,6 +98,20 @@ pub async fn runs_by_ids(db: &DatabaseConnection, tenant_id: i64, ids: &[i64]) -
     Ok(sync_run::Entity::find()
         .filter(sync_run::Column::TenantId.eq(tenant_id))
         .filter(sync_run::Column::Id.is_in(ids.to_vec()))
+        .all(db)
+        .await?)
+}
+
+/// Pushes by id (for DataLoaders), tenant-scoped.
+pub async fn pushes_by_ids(db: &DatabaseConnection, tenant_id: i64, ids: &[i64]) -> ServiceResult<Vec<push::Model>> {
+    Ok(push::Entity::find().filter(push::Column::TenantId.eq(tenant_id)).filter(push::Column::Id.is_in(ids.to_vec())).all(db).await?)
+}
+
+/// Audit entries by id (for DataLoaders), tenant-scoped.
+pub async fn audit_entries_by_ids(db: &DatabaseConnection, tenant_id: i64, ids: &[i64]) -> ServiceResult<Vec<audit_entry::Model>> {
+    Ok(audit_entry::Entity::find()
+        .filter(audit_entry::Column::TenantId.eq(tenant_id))
+        .filter(audit_entry::Column::Id.is_in(ids.to_vec()))
         .all(db)
         .await?)
 }

@@ -162,10 +162,13 @@ pub async fn retry_push(
     let refusal = if !outcome.orphaned.is_empty() {
         Some((
             codes::MAPPING_REMOVED,
-            format!("push {id} can no longer be sent: its product mapping was removed or now points to another addition"),
+            "this push can no longer be sent: its product mapping was removed or now points to another addition".to_string(),
         ))
     } else if !outcome.superseded.is_empty() {
-        Some((codes::PUSH_SUPERSEDED, format!("push {id} is superseded: a newer push of the same addition exists; retry that one instead")))
+        Some((
+            codes::PUSH_SUPERSEDED,
+            "this push is superseded: a newer push of the same addition exists; retry that one instead".to_string(),
+        ))
     } else if !outcome.blocked.is_empty() {
         Some((codes::RUN_IN_PROGRESS, "another push for the same addition is in flight; retry when it has finished".to_string()))
     } else {
@@ -177,7 +180,7 @@ pub async fn retry_push(
     let Some(retried) = outcome.retried.into_iter().next() else {
         return Ok(Err(user_error(
             codes::PUSH_NOT_RETRYABLE,
-            format!("push {id} is {}: only DEAD and FAILED_RETRYING pushes can be retried", current_status(&txn, id).await?),
+            format!("this push is {}: only DEAD and FAILED_RETRYING pushes can be retried", current_status(&txn, id).await?),
         )));
     };
     if !ledger::run::reopen(&txn, retried.sync_run_id, now, &p.actor()).await? {
