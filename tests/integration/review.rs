@@ -106,7 +106,7 @@ async fn billing_review_pages_prices_and_equals_the_run(sqlite: bool) {
     // integration's name can still carry them through other channels).
     sea_orm::ConnectionTrait::execute_unprepared(
         &app.db,
-        &format!("UPDATE customers SET account_name = '{}' WHERE id = {c1}", TRICKY_NAME.replace('\'', "''")),
+        &format!("UPDATE customers SET account_name = '{}' WHERE id = {}", TRICKY_NAME.replace('\'', "''"), table_key(&c1)),
     )
     .await
     .expect("rename");
