@@ -352,7 +352,9 @@ pub async fn test_connection(
                         let Some(want) = want else { continue };
                         match client.list_board_items(s.ticket_board_id, kind).await {
                             Ok(items) => match items.iter().find(|i| i.id == Some(want)) {
-                                Some(i) => check(name, true, format!("{name} {want} ({}) on board {}", display_name(&i.name), s.ticket_board_id)),
+                                Some(i) => {
+                                    check(name, true, format!("{name} {want} ({}) on board {}", display_name(&i.name), s.ticket_board_id))
+                                }
                                 None => check(name, false, format!("{name} {want} is not on board {}", s.ticket_board_id)),
                             },
                             Err(e) => check(name, false, e.to_string()),
