@@ -139,7 +139,8 @@ impl Sandbox {
             company_id: SANDBOX_COMPANY.into(),
             public_key: SANDBOX_PUBLIC_KEY.into(),
             private_key: SANDBOX_PRIVATE_KEY.into(),
-            client_id: settings.cw_client_id.clone().unwrap_or_else(|| service::settings::PLACEHOLDER_CLIENT_ID.to_string()),
+            // The clientId pushes and tickets send (the engine's placeholder when CW_CLIENT_ID is unset).
+            client_id: settings.cw_client_id.clone().unwrap_or_else(|| sync_core::engine::PLACEHOLDER_CLIENT_ID.to_string()),
             codebase: SANDBOX_CODEBASE.into(),
             workers: 1,
             sparse: false,

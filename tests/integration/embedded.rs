@@ -295,12 +295,8 @@ async fn demo_pushes_the_month_to_its_sandbox_and_starts_over_with_reset() {
 
     // Pointed at another ConnectWise, the tenant no longer uses the sandbox: its calls go there, and
     // a later --demo leaves it alone. (CW_ALLOW_HTTP: the other one is a fake on loopback too.)
-    // It accepts the clientId the binary sends without CW_CLIENT_ID.
-    let other = fake_connectwise::FakeConnectWise::start(fake_connectwise::FakeConfig {
-        client_id: "00000000-0000-0000-0000-000000000000".into(),
-        ..Default::default()
-    })
-    .await;
+    // The default fake accepts the clientId the engine sends without CW_CLIENT_ID.
+    let other = fake_connectwise::FakeConnectWise::start(fake_connectwise::FakeConfig::default()).await;
     let mut env = clock.clone();
     env.push(("CW_ALLOW_HTTP", "true"));
     let third = Embedded::start_with(&dir, &env, &["--demo"]);
