@@ -179,8 +179,8 @@ const DEMO_STATE: &str =
     cwCompanies(first: 100) { edges { node { id status } } }
     cwBoards { id } }";
 
-const RUNS: &str = "{ syncRuns(first: 20) { edges { node { id trigger dryRun status period customerIds
-    pushes(first: 100) { edges { node { status skipReason attempts quantity ticketId heldQuantity driftFromQuantity lastErrorCode cwAdditionId
+const RUNS: &str = "{ syncRuns(first: 4) { edges { node { id trigger dryRun status period customerIds
+    pushes(first: 30) { edges { node { status skipReason attempts quantity ticketId heldQuantity driftFromQuantity lastErrorCode cwAdditionId
       customer { accountName } attemptHistory { step httpStatus outcome } } } } } } } }";
 
 /// The demo's addition ids (agreement `company + 1000`, addition `agreement × 10 + sequence`).
