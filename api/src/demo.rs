@@ -1,30 +1,41 @@
 //! `api --demo`: a realistic demo tenant `demo`, loaded through the same use cases the GraphQL API
-//! calls (`sync_core::service::*`), then a dry-run sync of the latest closed month so the dashboard
-//! shows the quantities that would be sent.
+//! calls (`sync_core::service::*`), connected to a **sandbox ConnectWise** that runs in this process,
+//! and the latest closed month pushed to it for real — so the dashboard shows every push state on
+//! first start.
 //!
-//! - ConnectWise settings: a placeholder site (`.invalid` never resolves, RFC 2606: no ConnectWise is
-//!   reachable) with consumption sync on while the demo loads (mapping validation and runs need it);
-//!   the placeholder private key is encrypted with `SECRETS_KEY`. Once the dry run is started the
-//!   switch is turned off again (unless it was on before this `--demo`): otherwise the scheduled
-//!   monthly run — which the next start catches up on for the same month — would try to push to the
-//!   placeholder, and end with every push `DEAD` and a failed ticket each.
-//! - A catalog snapshot: twelve companies (one inactive), their agreements (and one cancelled old
-//!   one) with additions of distinct products, one ticket board with a team, statuses, a type and a
-//!   subtype. The catalog refresh job normally fills these cache tables from ConnectWise; here they
-//!   are written with sea-orm entities.
-//! - Customers across all four modules and all three editions, with add-ons; eleven mapped to
-//!   companies, one not (a trial); product mappings using all four interval methods.
-//! - Two months of daily consumption, deterministic (a hash of customer, usage and day), with a few
-//!   missing days — among them month ends, so some `LAST_DAY` values fall back — and one license
-//!   provisioned mid-month (its partial first day does not count towards `AVERAGE`).
+//! - The sandbox is the fake ConnectWise of the tests (crate `fake-connectwise`) on a loopback port,
+//!   reached as `http://connectwise-sandbox.localhost:PORT` with codebase `sandbox`. This process's
+//!   ConnectWise client may reach exactly that origin ([`connectwise::SandboxOrigin`]); the outbound
+//!   guard still refuses every other loopback or private address. Without `--demo` no sandbox runs
+//!   and a stored sandbox URL is refused like any loopback address.
+//! - ConnectWise settings: configured once to the sandbox with consumption sync on; a later start
+//!   re-points them at the sandbox's new port. Once the user points them at another ConnectWise
+//!   (`configureConnectWise`), the demo leaves the tenant alone: nothing is loaded and nothing runs.
+//! - The sandbox holds the demo's catalog (companies, agreements, additions, the ticket board). It
+//!   keeps its state in memory: each start rebuilds it from the demo data and the quantities the
+//!   tenant's pushes set.
+//! - The first start plays a month: a manual run for Coho Winery alone (its additions are set, and
+//!   somebody then edits one of them by hand in the sandbox), then the tenant's monthly run of the
+//!   latest closed month, started ahead of its tick: most pushes succeed, Northwind's cloud storage
+//!   addition answers 503 twice and succeeds on the third attempt, Tailspin's Google Workspace
+//!   addition has been deleted in ConnectWise (`DEAD`, and a ticket on the sandbox's board), Coho's
+//!   hand-edited addition shows drift.
+//! - A catalog snapshot in the cache tables (what a refresh would write), customers across all four
+//!   modules and all three editions, product mappings using all four interval methods, and two
+//!   months of daily consumption (deterministic, with a few missing days — among them month ends,
+//!   so some `LAST_DAY` values fall back — and one license provisioned mid-month).
 //!
 //! Idempotent: settings are configured once, customers are upserted by external id, mappings are
-//! saved with replace-all (unchanged ones keep id and version), samples are upserts (unchanged days
-//! write nothing), and the dry run is started only if the month has none yet.
+//! saved with replace-all (unchanged ones keep id and version), samples are upserts, and the month
+//! is played only once. `api demo --reset` deletes the demo tenant first.
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use domain::{Edition, IntervalMethod, Period, ProductModule, UsageMetric};
+use fake_connectwise::{FakeAddition, FakeAgreement, FakeBoard, FakeCompany, FakeConfig, FakeConnectWise, Fault, FaultRule};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, sea_query::OnConflict,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    sea_query::OnConflict,
 };
 use secrecy::SecretString;
 use sync_core::{
@@ -38,10 +49,27 @@ use sync_core::{
 
 use crate::embedded::DEV_TENANT;
 
-/// The demo tenant's placeholder ConnectWise site.
-pub const DEMO_SITE_URL: &str = "https://demo-msp.connectwise.invalid";
+/// The sandbox's host name: it says what it is wherever the site URL shows. The process's
+/// ConnectWise client pins it to the sandbox's loopback address (no DNS lookup).
+pub const SANDBOX_HOST: &str = "connectwise-sandbox.localhost";
+/// The sandbox's codebase (also a label: a real site's is like `v2025_1`).
+pub const SANDBOX_CODEBASE: &str = "sandbox";
+const SANDBOX_COMPANY: &str = "sandbox-msp";
+const SANDBOX_PUBLIC_KEY: &str = "sandbox-public-key";
+const SANDBOX_PRIVATE_KEY: &str = "sandbox-private-key";
 /// Samples per `record_consumption` call (the API's limit is 10,000).
 const SAMPLE_BATCH: usize = 5_000;
+
+/// Northwind's cloud-storage addition: its first two calls answer 503, then it works.
+pub const FLAKY_ADDITION: i64 = addition_id(agreement_id(1001), 2);
+/// Tailspin's Google Workspace users addition, deleted in the sandbox: its push ends `DEAD`.
+pub const VANISHED_ADDITION: (i64, i64) = (agreement_id(1004), addition_id(agreement_id(1004), 3));
+/// Coho's Google Workspace users addition, edited by hand after the first run: drift.
+pub const DRIFTED_ADDITION: i64 = addition_id(agreement_id(1010), 2);
+/// How many users the hand edit adds.
+const HAND_EDIT_DELTA: i64 = 7;
+/// The customer of the first, single-customer run.
+const FIRST_RUN_CUSTOMER: &str = "acct-coho";
 
 /// What [`load`] did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -53,10 +81,14 @@ pub struct DemoReport {
     pub samples: usize,
     pub samples_inserted: u64,
     pub period: String,
-    /// The month's dry run (started now, or the one an earlier `--demo` started).
-    pub dry_run_id: Option<i64>,
-    pub dry_run_started: bool,
-    /// The tenant's consumption-sync switch after loading (off unless the user had turned it on).
+    /// Whether the tenant's settings point at the sandbox (false once the user pointed them at
+    /// another ConnectWise: the demo then loads and runs nothing).
+    pub sandbox_in_use: bool,
+    /// The tenant's site URL as stored.
+    pub site_url: String,
+    /// The first, single-customer run, when this start plays the month.
+    pub first_run_id: Option<i64>,
+    /// The tenant's consumption-sync switch after loading.
     pub consumption_sync_enabled: bool,
 }
 
@@ -70,6 +102,8 @@ pub enum DemoError {
     Db(#[from] sea_orm::DbErr),
     #[error("SECRETS_KEY is required to store the demo's ConnectWise key")]
     NoSecretsKey,
+    #[error("the sandbox ConnectWise: {0}")]
+    Sandbox(String),
 }
 
 impl From<ServiceError> for DemoError {
@@ -83,6 +117,62 @@ fn accepted<T>(step: &'static str, outcome: Result<T, Vec<UserError>>) -> Result
         step,
         errors: errors.iter().map(|e| format!("{} {:?}: {}", e.code, e.field, e.message)).collect::<Vec<_>>().join("; "),
     })
+}
+
+/// The in-process sandbox ConnectWise (runs while this value lives).
+pub struct Sandbox {
+    fake: FakeConnectWise,
+    origin: connectwise::SandboxOrigin,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("origin", &self.origin).finish()
+    }
+}
+
+impl Sandbox {
+    /// Start it on `127.0.0.1:<free port>`, accepting the demo's credentials and this process's
+    /// `clientId`. Its catalog is empty until [`load`] seeds it.
+    pub async fn start(settings: &Settings) -> Result<Sandbox, DemoError> {
+        let config = FakeConfig {
+            company_id: SANDBOX_COMPANY.into(),
+            public_key: SANDBOX_PUBLIC_KEY.into(),
+            private_key: SANDBOX_PRIVATE_KEY.into(),
+            // The clientId pushes and tickets send (the engine's placeholder when CW_CLIENT_ID is unset).
+            client_id: settings.cw_client_id.clone().unwrap_or_else(|| sync_core::engine::PLACEHOLDER_CLIENT_ID.to_string()),
+            codebase: SANDBOX_CODEBASE.into(),
+            workers: 1,
+            sparse: false,
+        };
+        let fake = FakeConnectWise::start(config).await;
+        let addr = fake
+            .site_url()
+            .strip_prefix("http://")
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .ok_or_else(|| DemoError::Sandbox(format!("unexpected address {}", fake.site_url())))?;
+        Ok(Sandbox { fake, origin: connectwise::SandboxOrigin { host: SANDBOX_HOST.into(), addr } })
+    }
+
+    /// The origin this process's ConnectWise client may reach.
+    pub fn origin(&self) -> &connectwise::SandboxOrigin {
+        &self.origin
+    }
+
+    /// `http://connectwise-sandbox.localhost:PORT`.
+    pub fn site_url(&self) -> String {
+        self.origin.site_url()
+    }
+
+    /// Tickets created in the sandbox (the dead push's among them).
+    pub fn tickets(&self) -> Vec<serde_json::Value> {
+        self.fake.tickets()
+    }
+}
+
+/// Whether a stored site URL is the demo's sandbox (any port: it changes at every start).
+pub fn is_sandbox_site(site_url: &str) -> bool {
+    reqwest::Url::parse(site_url).is_ok_and(|u| u.scheme() == "http" && u.host_str() == Some(SANDBOX_HOST))
 }
 
 /// One demo customer: its account, company, licenses and mappings.
@@ -226,13 +316,13 @@ fn demo_unit_price(product_id: i64) -> &'static str {
     }
 }
 
-fn agreement_id(company: i64) -> i64 {
+const fn agreement_id(company: i64) -> i64 {
     company + 1000
 }
 
 /// Addition ids: agreement × 10 + sequence number. Sequence 1 is the flat managed-services fee
 /// (not consumption-based, never mapped); the mapped additions follow from 2.
-fn addition_id(agreement: i64, seq: i64) -> i64 {
+const fn addition_id(agreement: i64, seq: i64) -> i64 {
     agreement * 10 + seq
 }
 
@@ -251,7 +341,9 @@ fn provisioned_on(c: &DemoCustomer, period: Period, index: usize) -> NaiveDate {
     d.with_day(1 + (index as u32 * 7) % 27).unwrap_or(d)
 }
 
-/// Load (or complete) the demo tenant and start the dry run of the latest closed month.
+/// Load (or complete) the demo tenant, point it at the sandbox and seed the sandbox; on the first
+/// start, also start the single-customer run that opens the month (see the module docs).
+#[allow(clippy::too_many_arguments)]
 pub async fn load(
     db: &DatabaseConnection,
     queue: &dyn JobQueue,
@@ -259,6 +351,7 @@ pub async fn load(
     secrets: Option<&SecretBox>,
     http: &connectwise::CwHttp,
     clock: &dyn Clock,
+    sandbox: &Sandbox,
 ) -> Result<DemoReport, DemoError> {
     let now = clock.now();
     let period = Period::latest_closed(now.date_naive());
@@ -267,27 +360,67 @@ pub async fn load(
     let mut report = DemoReport { tenant_id, period: period.to_string(), ..Default::default() };
 
     let existing = service::settings::get(db, tenant_id).await?;
-    let was_on = existing.as_ref().is_some_and(|s| s.consumption_sync_enabled);
-    match existing {
-        None => configure_connectwise(db, settings, secrets, http, &p, now).await?,
-        Some(_) if !was_on => {
-            accepted("consumption sync on", service::settings::set_consumption_sync(db, &p, true, now).await?)?;
-        }
-        Some(_) => {}
+    if let Some(s) = existing.as_ref().filter(|s| !is_sandbox_site(&s.site_url)) {
+        // The user connected the demo tenant to another ConnectWise: not the demo's any more.
+        report.site_url = s.site_url.clone();
+        report.consumption_sync_enabled = s.consumption_sync_enabled;
+        return Ok(report);
     }
-    let loaded = load_data(db, queue, &p, period, now, &mut report).await;
-    // Off again, whether loading worked or not (see the module docs).
-    if !was_on {
+    report.sandbox_in_use = true;
+    let was_on = existing.as_ref().is_some_and(|s| s.consumption_sync_enabled);
+    // First start: sync on (and it stays on). Later starts keep the user's switch, but mappings are
+    // validated and saved only with sync on: on meanwhile, then off again.
+    let saved = configure_connectwise(db, settings, secrets, http, &p, sandbox, existing.is_none(), now).await?;
+    report.site_url = saved.site_url.clone();
+    let keep_on = was_on || existing.is_none();
+    if !saved.consumption_sync_enabled {
+        accepted("consumption sync on", service::settings::set_consumption_sync(db, &p, true, now).await?)?;
+    }
+    let loaded = load_data(db, &p, period, now, &mut report).await;
+    if !keep_on {
         accepted("consumption sync off", service::settings::set_consumption_sync(db, &p, false, clock.now()).await?)?;
     }
-    report.consumption_sync_enabled = was_on;
-    loaded.map(|()| report)
+    report.consumption_sync_enabled = keep_on;
+    loaded?;
+
+    seed_sandbox(db, tenant_id, sandbox).await?;
+    let runs = entity::sync_run::Entity::find()
+        .filter(entity::sync_run::Column::TenantId.eq(tenant_id))
+        .filter(entity::sync_run::Column::Period.eq(period.to_string()))
+        .filter(entity::sync_run::Column::DryRun.eq(false))
+        .all(db)
+        .await?;
+    if !runs.iter().any(|r| r.trigger == "SCHEDULED") {
+        // The monthly run is still to come: Northwind's addition will stumble twice.
+        sandbox.fake.inject(FaultRule {
+            method: None,
+            path_contains: Some(format!("/additions/{FLAKY_ADDITION}")),
+            fault: Fault::Status(503),
+            times: 2,
+        });
+    }
+    if runs.is_empty() && keep_on {
+        // The month opens with Coho alone; right after its addition is set, somebody edits it by
+        // hand in ConnectWise, which the monthly run then finds (drift).
+        sandbox.fake.hand_edit_after_next_patch(DRIFTED_ADDITION, HAND_EDIT_DELTA);
+        let coho = entity::customer::Entity::find()
+            .filter(entity::customer::Column::TenantId.eq(tenant_id))
+            .filter(entity::customer::Column::ExternalId.eq(FIRST_RUN_CUSTOMER))
+            .one(db)
+            .await?
+            .ok_or_else(|| DemoError::Sandbox(format!("customer {FIRST_RUN_CUSTOMER} is missing")))?;
+        let run = accepted(
+            "first run",
+            service::sync::run_monthly_sync(db, queue, &p, period, Some(vec![coho.id.to_string()]), false, now).await?,
+        )?;
+        report.first_run_id = Some(run.id);
+    }
+    Ok(report)
 }
 
-/// Catalog, customers, mappings, samples and the dry run (consumption sync is on meanwhile).
+/// Catalog, customers, mappings and samples (consumption sync is on meanwhile).
 async fn load_data(
     db: &DatabaseConnection,
-    queue: &dyn JobQueue,
     p: &Principal,
     period: Period,
     now: DateTime<Utc>,
@@ -366,59 +499,239 @@ async fn load_data(
         samples = rest;
     }
 
-    let existing = entity::sync_run::Entity::find()
-        .filter(entity::sync_run::Column::TenantId.eq(tenant_id))
-        .filter(entity::sync_run::Column::Period.eq(period.to_string()))
-        .filter(entity::sync_run::Column::DryRun.eq(true))
-        .one(db)
-        .await?;
-    match existing {
-        Some(run) => report.dry_run_id = Some(run.id),
-        None => {
-            let run = accepted("dry run", service::sync::run_monthly_sync(db, queue, p, period, None, true, now).await?)?;
-            report.dry_run_id = Some(run.id);
-            report.dry_run_started = true;
-        }
-    }
     Ok(())
 }
 
-/// The placeholder ConnectWise connection with consumption sync on, configured once (a later
-/// `--demo` keeps what the user changed since).
+/// The sandbox connection: created on the first start (sync on), re-pointed at the sandbox's
+/// port on later ones (the switch and the rest as the user left them). `configure` checks the site
+/// URL with `CW_ALLOW_HTTP`'s rules for this one call only: the sandbox is `http` on loopback, and
+/// this process's client may reach exactly its origin.
+#[allow(clippy::too_many_arguments)]
 async fn configure_connectwise(
     db: &DatabaseConnection,
     settings: &Settings,
     secrets: Option<&SecretBox>,
     http: &connectwise::CwHttp,
     p: &Principal,
+    sandbox: &Sandbox,
+    first: bool,
     now: DateTime<Utc>,
-) -> Result<(), DemoError> {
-    if service::settings::get(db, p.tenant_id).await?.is_some() {
-        return Ok(());
+) -> Result<entity::cw_settings::Model, DemoError> {
+    if let Some(s) = service::settings::get(db, p.tenant_id).await?.filter(|s| s.site_url == sandbox.site_url()) {
+        return Ok(s);
     }
     let secrets = secrets.ok_or(DemoError::NoSecretsKey)?;
-    // The site guard resolves the host to refuse internal addresses (SSRF); a name under
-    // `.invalid` never resolves, so the check would only refuse the placeholder. Skip it for this
-    // one call: nothing can be reached through it.
-    let mut placeholder = settings.clone();
-    placeholder.cw_allow_http = true;
-    let access = service::settings::CwAccess { settings: &placeholder, secrets: Some(secrets), http };
+    let mut loopback = settings.clone();
+    loopback.cw_allow_http = true;
+    let access = service::settings::CwAccess { settings: &loopback, secrets: Some(secrets), http };
     let input = service::settings::SettingsInput {
-        site_url: DEMO_SITE_URL.into(),
-        company_id: "demomsp".into(),
-        public_key: "demo-public-key".into(),
-        private_key: Some(SecretString::from("demo-private-key-placeholder")),
-        // Given, so that nothing tries to discover it from the placeholder site.
-        codebase: Some("v2025_1".into()),
+        site_url: sandbox.site_url(),
+        company_id: SANDBOX_COMPANY.into(),
+        public_key: SANDBOX_PUBLIC_KEY.into(),
+        private_key: Some(SecretString::from(SANDBOX_PRIVATE_KEY)),
+        codebase: Some(SANDBOX_CODEBASE.into()),
         ticket_board_id: 1,
         ticket_team_id: 11,
         ticket_status_id: 21,
         ticket_type_id: Some(31),
         ticket_subtype_id: Some(41),
-        consumption_sync_enabled: Some(true),
+        consumption_sync_enabled: first.then_some(true),
     };
-    accepted("ConnectWise settings", service::settings::configure(db, &access, p, input, now).await?)?;
+    Ok(accepted("ConnectWise settings", service::settings::configure(db, &access, p, input, now).await?)?)
+}
+
+/// The sandbox's catalog: the demo's companies, agreements, additions and board, with each
+/// addition's quantity as the tenant's last push that reached it left it, and Tailspin's Google
+/// Workspace addition deleted.
+async fn seed_sandbox(db: &DatabaseConnection, tenant_id: i64, sandbox: &Sandbox) -> Result<(), DemoError> {
+    use entity::push;
+    let mut last_set = std::collections::HashMap::new();
+    let reached = push::Entity::find()
+        .filter(push::Column::TenantId.eq(tenant_id))
+        .filter(push::Column::DryRun.eq(false))
+        .filter(push::Column::Status.is_in(["SUCCEEDED", "UNCHANGED"]))
+        .order_by_asc(push::Column::Id)
+        .all(db)
+        .await?;
+    for p in reached {
+        if let Some(q) = p.quantity {
+            last_set.insert(p.cw_addition_id, q);
+        }
+    }
+    let fake = &sandbox.fake;
+    for c in CUSTOMERS {
+        let Some((company, identifier, name)) = c.company else { continue };
+        fake.add_company(FakeCompany::new(company, identifier, name));
+        let agreement = agreement_id(company);
+        let mut a = FakeAgreement::new(agreement, &format!("{name} - Managed Backup"), company);
+        a.next_invoice_date = None;
+        fake.add_agreement(a);
+        let flat = (6001, "MSP-MANAGED", "Managed services, flat fee");
+        let mapped = c.mappings.iter().map(|(m, u, i)| product(*m, *u, *i));
+        for (k, (product_id, product_identifier, description)) in std::iter::once(flat).chain(mapped).enumerate() {
+            let seq = k as i64 + 1;
+            let id = addition_id(agreement, seq);
+            let quantity = if seq == 1 { 1 } else { last_set.get(&id).copied().unwrap_or(0) };
+            let mut addition = FakeAddition::new(id, agreement, product_id, quantity).with_unit_price(Some(demo_unit_price(product_id)));
+            addition.sequence_number = seq;
+            addition.product_identifier = product_identifier.into();
+            addition.description = description.into();
+            fake.add_addition(addition);
+        }
+    }
+    let (id, identifier, name) = INACTIVE_COMPANY;
+    let mut inactive = FakeCompany::new(id, identifier, name);
+    inactive.status = "Inactive".into();
+    fake.add_company(inactive);
+    let mut old = FakeAgreement::new(2101, "Northwind Traders - Backup 2024", 1001);
+    old.status = "Cancelled".into();
+    old.cancelled_flag = true;
+    fake.add_agreement(old);
+    let (product_id, _, _) = product(EW, CloudStorage, Maximum);
+    let mut old_addition = FakeAddition::new(addition_id(2101, 1), 2101, product_id, 1250);
+    old_addition.product_identifier = "BKP-EW-CLOUD".into();
+    fake.add_addition(old_addition);
+    let named = |items: &[(i64, &str, bool)]| items.iter().map(|(id, n, d)| (*id, n.to_string(), *d)).collect::<Vec<_>>();
+    fake.add_board(FakeBoard {
+        id: 1,
+        name: "Billing".into(),
+        teams: named(&[(11, "Finance", true)]),
+        statuses: named(&[(21, "New", true), (22, "In Progress", false), (23, "Closed", false)]),
+        types: named(&[(31, "Billing", true)]),
+        subtypes: named(&[(41, "Consumption", true)]),
+    });
+    // Deleted in ConnectWise after the mapping was made: the push finds it gone.
+    fake.remove_addition(VANISHED_ADDITION.0, VANISHED_ADDITION.1);
     Ok(())
+}
+
+/// How long [`play`] waits for a run to end.
+const RUN_WAIT: Duration = Duration::from_secs(180);
+/// How long [`play`] waits for the dead push's ticket once the run has ended.
+const TICKET_WAIT: Duration = Duration::from_secs(30);
+
+/// Once the workers run: wait for the first run, start the tenant's monthly run of the latest
+/// closed month ahead of its tick, wait for it (and the dead push's ticket), then print what each
+/// push did. Prints a line with `See it at` last.
+pub async fn play(
+    db: DatabaseConnection,
+    queue: std::sync::Arc<dyn JobQueue>,
+    clock: sync_core::clock::SharedClock,
+    report: DemoReport,
+    address: String,
+) {
+    let mut lines = Vec::new();
+    if !report.sandbox_in_use {
+        lines.push(format!(
+            "Demo: tenant \"{DEV_TENANT}\" is connected to {}, not to the sandbox: the demo loads and runs nothing for it \
+             (`api demo --reset` starts the demo over).",
+            report.site_url
+        ));
+    } else if let Err(e) = play_month(&db, queue.as_ref(), clock.as_ref(), &report, &mut lines).await {
+        lines.push(format!("Demo: could not play the month: {e}"));
+    }
+    lines.push(format!("See it at http://{address}/dashboard"));
+    println!("{}", lines.join("\n"));
+}
+
+async fn play_month(
+    db: &DatabaseConnection,
+    queue: &dyn JobQueue,
+    clock: &dyn Clock,
+    report: &DemoReport,
+    lines: &mut Vec<String>,
+) -> Result<(), DemoError> {
+    use entity::{push, sync_run};
+    let period = Period::parse(&report.period).map_err(|e| DemoError::Sandbox(format!("period {}: {e:?}", report.period)))?;
+    if let Some(first) = report.first_run_id {
+        wait_for_run(db, first).await?;
+    }
+    if report.consumption_sync_enabled {
+        sync_core::engine::schedule::start_tenant_run_now(db, queue, report.tenant_id, period, clock.now())
+            .await
+            .map_err(|e| DemoError::Sandbox(format!("starting the monthly run: {e}")))?;
+    }
+    let runs = sync_run::Entity::find()
+        .filter(sync_run::Column::TenantId.eq(report.tenant_id))
+        .filter(sync_run::Column::Period.eq(report.period.clone()))
+        .filter(sync_run::Column::DryRun.eq(false))
+        .order_by_asc(sync_run::Column::Id)
+        .all(db)
+        .await?;
+    for run in &runs {
+        wait_for_run(db, run.id).await?;
+    }
+    let pushes_of = |ids: Vec<i64>| push::Entity::find().filter(push::Column::SyncRunId.is_in(ids)).order_by_asc(push::Column::Id).all(db);
+    let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let deadline = Instant::now() + TICKET_WAIT;
+    let pushes = loop {
+        let pushes = pushes_of(run_ids.clone()).await?;
+        let ticket_pending = pushes.iter().any(|p| p.status == "DEAD" && p.ticket_id.is_none());
+        if !ticket_pending || Instant::now() > deadline {
+            break pushes;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let customers: std::collections::HashMap<i64, String> = entity::customer::Entity::find()
+        .filter(entity::customer::Column::TenantId.eq(report.tenant_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.account_name))
+        .collect();
+    lines.push(format!(
+        "Demo: tenant \"{DEV_TENANT}\", {} customers, {} product mappings, {} daily samples; {} pushed to the sandbox ConnectWise at {}:",
+        report.customers, report.product_mappings, report.samples, report.period, report.site_url
+    ));
+    for r in &runs {
+        let what = if r.trigger == "SCHEDULED" { "the monthly run" } else { "a manual run" };
+        // The id the API takes (`syncRun(id:)`), not the table key.
+        let id = crate::graphql::ids::GlobalId::encode(crate::graphql::ids::NodeType::SyncRun, r.id).0;
+        lines.push(format!("  run {id} ({what}), {}:", r.status));
+        for p in pushes.iter().filter(|p| p.sync_run_id == r.id) {
+            let mut notes = Vec::new();
+            if p.attempts > 1 {
+                notes.push(format!("{} attempts", p.attempts));
+            }
+            if let Some(held) = p.drift_from_quantity {
+                notes.push(format!("drift: ConnectWise held {held}"));
+            }
+            if let (Some(code), true) = (&p.last_error_code, p.status == "DEAD") {
+                notes.push(code.clone());
+            }
+            if let Some(ticket) = p.ticket_id {
+                notes.push(format!("ticket #{ticket}"));
+            }
+            if p.fallback {
+                notes.push("last-day fallback".into());
+            }
+            lines.push(format!(
+                "    {:<24} {:<21} {:<25} {:<9} quantity {:>6}  {:<9} {}",
+                customers.get(&p.customer_id).map(String::as_str).unwrap_or("?"),
+                p.product_module,
+                p.usage,
+                p.interval_method,
+                p.quantity.map(|q| q.to_string()).unwrap_or_else(|| "-".into()),
+                p.status,
+                notes.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Wait until the run is no longer `RUNNING` (or [`RUN_WAIT`] has passed).
+async fn wait_for_run(db: &DatabaseConnection, run_id: i64) -> Result<(), DemoError> {
+    let deadline = Instant::now() + RUN_WAIT;
+    loop {
+        match entity::sync_run::Entity::find_by_id(run_id).one(db).await? {
+            Some(run) if run.status == "RUNNING" && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            Some(run) if run.status == "RUNNING" => {
+                return Err(DemoError::Sandbox(format!("run {run_id} is still running; see the dashboard")));
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// The catalog cache a refresh would have written (upserts: a second run changes nothing).

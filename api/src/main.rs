@@ -7,7 +7,9 @@
 //!   the job queue in the same database, keys generated next to it on first start, and the GraphiQL
 //!   and dashboard URLs plus a development admin token printed. A SQLite deployment with
 //!   `REDIS_URL` keeps its queue in Redis.
-//! - `api --demo` (or `api demo`) — the same, after loading the demo tenant and starting its dry run.
+//! - `api --demo` (or `api demo`) — the same, with a sandbox ConnectWise in this process, the demo
+//!   tenant connected to it, and the latest closed month pushed to it (`api/src/demo.rs`).
+//!   `--reset` (`api demo --reset`) deletes the demo tenant first: the demo starts over.
 //! - `api export-schema [PATH]` — write the SDL (default `schema.graphql`).
 //! - `api token --tenant T --role R …` — print a JWT signed with the configured HS256 secret (the
 //!   embedded default's generated one included), for curl sessions and GraphiQL.
@@ -25,7 +27,7 @@ use worker::WorkerQueue;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: api [--with-worker] [--demo] | api demo | api export-schema [PATH] | api token --tenant TENANT --role ROLE [--sub SUBJECT] [--days DAYS]";
+const USAGE: &str = "usage: api [--with-worker] [--demo [--reset]] | api demo [--reset] | api export-schema [PATH] | api token --tenant TENANT --role ROLE [--sub SUBJECT] [--days DAYS]";
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
@@ -37,7 +39,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 enum Command {
     ExportSchema(String),
     Token(api::token::TokenRequest),
-    Serve { with_worker: bool, demo: bool },
+    Serve { with_worker: bool, demo: bool, reset: bool },
 }
 
 fn parse_args(args: &[String]) -> Result<Command, String> {
@@ -51,23 +53,27 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     if args.first().map(String::as_str) == Some("token") {
         return api::token::parse_args(&args[1..]).map(Command::Token);
     }
-    let (mut with_worker, mut demo) = (false, false);
+    let (mut with_worker, mut demo, mut reset) = (false, false, false);
     for (i, a) in args.iter().enumerate() {
         match a.as_str() {
             "--with-worker" => with_worker = true,
             "--demo" => demo = true,
             "demo" if i == 0 => demo = true,
+            "--reset" => reset = true,
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
-    Ok(Command::Serve { with_worker, demo })
+    if reset && !demo {
+        return Err(format!("--reset starts the demo over: use it with --demo or `api demo`; {USAGE}"));
+    }
+    Ok(Command::Serve { with_worker, demo, reset })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let started = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (with_worker, load_demo) = match parse_args(&args) {
+    let (with_worker, load_demo, reset_demo) = match parse_args(&args) {
         Ok(Command::ExportSchema(path)) => {
             return match std::fs::write(&path, api::graphql::sdl()) {
                 Ok(()) => {
@@ -78,7 +84,7 @@ async fn main() -> ExitCode {
             };
         }
         Ok(Command::Token(request)) => return print_token(&request),
-        Ok(Command::Serve { with_worker, demo }) => (with_worker, demo),
+        Ok(Command::Serve { with_worker, demo, reset }) => (with_worker, demo, reset),
         Err(e) => return fail(e),
     };
     let mut settings = match Settings::from_env() {
@@ -132,18 +138,41 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let cw_http = match startup::cw_http(&settings) {
+    // The sandbox ConnectWise runs only for the demo, and only this process's client may reach it.
+    let sandbox = if load_demo {
+        match demo::Sandbox::start(&settings).await {
+            Ok(s) => Some(s),
+            Err(e) => return fail(format!("cannot start the sandbox ConnectWise: {e}")),
+        }
+    } else {
+        None
+    };
+    let cw_http = match startup::cw_http_with_sandbox(&settings, sandbox.as_ref().map(|s| s.origin().clone())) {
         Ok(h) => h,
         Err(e) => return fail(e),
     };
     let clock = sync_core::clock::from_settings(&settings);
-    let app = match Application::build(settings.clone(), db.clone(), Arc::new(queue.clone()), clock.clone()).await {
+    let app = match Application::build_with_cw_http(settings.clone(), db.clone(), Arc::new(queue.clone()), clock.clone(), cw_http.clone())
+        .await
+    {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
 
-    let demo_report = if load_demo {
-        match demo::load(&db, &queue, &settings, secrets.as_ref(), &cw_http, clock.as_ref()).await {
+    if reset_demo {
+        match sync_core::service::tenants::delete_tenant(&db, embedded::DEV_TENANT).await {
+            Ok(existed) => println!(
+                "Demo reset: {}",
+                if existed { "the demo tenant and all its data were deleted" } else { "there was no demo tenant yet" }
+            ),
+            Err(e) => {
+                eprintln!("error: resetting the demo failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let demo_report = if let Some(sandbox) = &sandbox {
+        match demo::load(&db, &queue, &settings, secrets.as_ref(), &cw_http, clock.as_ref(), sandbox).await {
             Ok(report) => {
                 tracing::info!(?report, "demo tenant loaded");
                 Some(report)
@@ -181,12 +210,14 @@ async fn main() -> ExitCode {
         "api listening; GraphiQL at /graphql"
     );
     if sqlite {
-        print_banner(&settings, &embedded, &queue, &address, started, clock.now());
+        print_banner(&settings, &embedded, &queue, &address, started, clock.now(), sandbox.as_ref());
+    } else if let Some(s) = &sandbox {
+        println!("ConnectWise sandbox (demo only, in this process): {}", s.site_url());
     }
     let handle = app.handle();
     let server = tokio::spawn(app.run_until_stopped());
     if let Some(report) = demo_report {
-        tokio::spawn(report_demo_run(db.clone(), report, address.clone()));
+        tokio::spawn(demo::play(db.clone(), Arc::new(queue.clone()), clock.clone(), report, address.clone()));
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -269,6 +300,7 @@ fn print_banner(
     address: &str,
     started: Instant,
     now: chrono::DateTime<chrono::Utc>,
+    sandbox: Option<&demo::Sandbox>,
 ) {
     let shape = match queue {
         WorkerQueue::Sqlite(_) => "embedded: SQLite + in-process workers",
@@ -287,6 +319,13 @@ fn print_banner(
     for path in &embedded.generated {
         lines.push(format!("  Generated:  {} (mode 0600; reused on the next start)", path.display()));
     }
+    if let Some(s) = sandbox {
+        lines.push(format!(
+            "  ConnectWise sandbox: {} (demo only: a fake ConnectWise in this process, codebase \"{}\")",
+            s.site_url(),
+            demo::SANDBOX_CODEBASE
+        ));
+    }
     match settings.jwt.hs256_secret.as_ref().map(|secret| embedded::dev_admin_token(secret, now)) {
         Some(Ok(token)) => {
             lines.push(format!(
@@ -300,74 +339,6 @@ fn print_banner(
         None => lines.push("  (JWT keys are configured externally: use a token from your identity provider)".into()),
     }
     lines.push(String::new());
-    println!("{}", lines.join("\n"));
-}
-
-/// Once the demo's dry run is done, print the quantities it would send.
-async fn report_demo_run(db: sea_orm::DatabaseConnection, report: demo::DemoReport, address: String) {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-    let Some(run_id) = report.dry_run_id else { return };
-    let deadline = Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        match entity::sync_run::Entity::find_by_id(run_id).one(&db).await {
-            Ok(Some(run)) if run.status != "RUNNING" => break,
-            Ok(_) if Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-            Ok(_) => {
-                tracing::warn!(run_id, "the demo's dry run is still running; see the dashboard");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the demo's dry run");
-                return;
-            }
-        }
-    }
-    let pushes = entity::push::Entity::find()
-        .filter(entity::push::Column::SyncRunId.eq(run_id))
-        .order_by_asc(entity::push::Column::CustomerId)
-        .order_by_asc(entity::push::Column::CwAdditionId)
-        .all(&db)
-        .await
-        .unwrap_or_default();
-    let customers: std::collections::HashMap<i64, String> = entity::customer::Entity::find()
-        .filter(entity::customer::Column::TenantId.eq(report.tenant_id))
-        .all(&db)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| (c.id, c.account_name))
-        .collect();
-    let mut lines = vec![format!(
-        "Demo: tenant \"{}\", {} customers, {} product mappings, {} daily samples; dry run {} of {} (nothing is sent):",
-        embedded::DEV_TENANT,
-        report.customers,
-        report.product_mappings,
-        report.samples,
-        // The id the API takes (`syncRun(id:)`), not the table key.
-        api::graphql::ids::GlobalId::encode(api::graphql::ids::NodeType::SyncRun, run_id).0,
-        report.period
-    )];
-    for p in &pushes {
-        let value = p.value_micros.map(domain::format_micros).unwrap_or_else(|| "-".into());
-        lines.push(format!(
-            "  {:<24} {:<21} {:<25} {:<9} value {:>14}  quantity {:>6}{}",
-            customers.get(&p.customer_id).map(String::as_str).unwrap_or("?"),
-            p.product_module,
-            p.usage,
-            p.interval_method,
-            value,
-            p.quantity.map(|q| q.to_string()).unwrap_or_else(|| "-".into()),
-            if p.fallback { "  (last-day fallback)" } else { "" }
-        ));
-    }
-    if !report.consumption_sync_enabled {
-        lines.push(format!(
-            "The demo's ConnectWise ({}) is a placeholder, so its consumption sync is switched off again: no real or scheduled \
-             run will try to reach it. Point the settings at your ConnectWise and switch sync on to push.",
-            demo::DEMO_SITE_URL
-        ));
-    }
-    lines.push(format!("See it at http://{address}/dashboard"));
     println!("{}", lines.join("\n"));
 }
 
@@ -398,9 +369,12 @@ mod tests {
 
     #[test]
     fn command_line() {
-        assert_eq!(parse_args(&args(&[])), Ok(Command::Serve { with_worker: false, demo: false }));
-        assert_eq!(parse_args(&args(&["--with-worker", "--demo"])), Ok(Command::Serve { with_worker: true, demo: true }));
-        assert_eq!(parse_args(&args(&["demo"])), Ok(Command::Serve { with_worker: false, demo: true }));
+        assert_eq!(parse_args(&args(&[])), Ok(Command::Serve { with_worker: false, demo: false, reset: false }));
+        assert_eq!(parse_args(&args(&["--with-worker", "--demo"])), Ok(Command::Serve { with_worker: true, demo: true, reset: false }));
+        assert_eq!(parse_args(&args(&["demo"])), Ok(Command::Serve { with_worker: false, demo: true, reset: false }));
+        assert_eq!(parse_args(&args(&["demo", "--reset"])), Ok(Command::Serve { with_worker: false, demo: true, reset: true }));
+        assert_eq!(parse_args(&args(&["--demo", "--reset"])), Ok(Command::Serve { with_worker: false, demo: true, reset: true }));
+        assert!(parse_args(&args(&["--reset"])).is_err(), "--reset without the demo");
         assert_eq!(parse_args(&args(&["export-schema"])), Ok(Command::ExportSchema("schema.graphql".into())));
         assert_eq!(parse_args(&args(&["export-schema", "x.graphql"])), Ok(Command::ExportSchema("x.graphql".into())));
         assert!(parse_args(&args(&["--nope"])).is_err());

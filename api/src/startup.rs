@@ -46,6 +46,15 @@ pub fn cw_http(settings: &Settings) -> Result<connectwise::CwHttp, StartupError>
         .map_err(|e| StartupError::Http(e.to_string()))
 }
 
+/// [`cw_http`] that may also reach the demo's sandbox ConnectWise (`api --demo` only).
+pub fn cw_http_with_sandbox(settings: &Settings, sandbox: Option<connectwise::SandboxOrigin>) -> Result<connectwise::CwHttp, StartupError> {
+    let policy = connectwise::AddressPolicy::from_allow_http(settings.cw_allow_http);
+    match sandbox {
+        Some(origin) => connectwise::CwHttp::with_sandbox(policy, origin).map_err(|e| StartupError::Http(e.to_string())),
+        None => cw_http(settings),
+    }
+}
+
 /// The client fetching `JWT_JWKS_URL` (an operator's setting, not a tenant's).
 fn jwks_client() -> Result<reqwest::Client, StartupError> {
     reqwest::Client::builder()
@@ -66,9 +75,22 @@ impl Application {
         queue: Arc<dyn JobQueue>,
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
+        let http = cw_http(&settings)?;
+        Self::build_with_cw_http(settings, db, queue, clock, http).await
+    }
+
+    /// [`Application::build`] with the process's ConnectWise client (the demo's, which may reach
+    /// its sandbox).
+    pub async fn build_with_cw_http(
+        settings: Arc<Settings>,
+        db: DatabaseConnection,
+        queue: Arc<dyn JobQueue>,
+        clock: SharedClock,
+        http: connectwise::CwHttp,
+    ) -> Result<Self, StartupError> {
         let secrets = secret_box(&settings)?;
         let verifier = JwtVerifier::from_settings(&settings.jwt, jwks_client()?, clock.clone()).map_err(StartupError::Jwt)?;
-        let app = AppCtx { db, settings: settings.clone(), queue, secrets, http: cw_http(&settings)?, clock };
+        let app = AppCtx { db, settings: settings.clone(), queue, secrets, http, clock };
         let state = web::Data::new(HttpState {
             schema: build_schema(Some(app.clone()), settings.graphql_introspection),
             app,

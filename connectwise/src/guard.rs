@@ -200,11 +200,42 @@ impl Resolve for GuardedResolver {
 pub struct CwHttp {
     client: reqwest::Client,
     policy: AddressPolicy,
+    sandbox: Option<SandboxOrigin>,
+}
+
+/// The one loopback origin a [`CwHttp`] may reach whatever its policy: the demo's in-process
+/// sandbox ConnectWise (`api --demo`). It is an exception for exactly this `http` origin — its
+/// name, pinned to its socket address without any DNS lookup, and that address itself (the
+/// sandbox's own paging links use it) — not a switch that opens loopback or private addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxOrigin {
+    /// The host name the tenant's `siteUrl` uses, e.g. `connectwise-sandbox.localhost`.
+    pub host: String,
+    /// Where the sandbox listens (a loopback address and port).
+    pub addr: SocketAddr,
+}
+
+impl SandboxOrigin {
+    /// The sandbox's site URL, `http://{host}:{port}`.
+    pub fn site_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.addr.port())
+    }
+
+    /// Whether `url` is on this origin: `http`, this port, and this name or address.
+    pub fn matches(&self, url: &Url) -> bool {
+        let host_matches = match url.host() {
+            Some(Host::Domain(d)) => d.eq_ignore_ascii_case(&self.host),
+            Some(Host::Ipv4(v4)) => IpAddr::V4(v4) == self.addr.ip(),
+            Some(Host::Ipv6(v6)) => IpAddr::V6(v6) == self.addr.ip(),
+            None => false,
+        };
+        url.scheme() == "http" && url.port() == Some(self.addr.port()) && host_matches
+    }
 }
 
 impl fmt::Debug for CwHttp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CwHttp").field("policy", &self.policy).finish()
+        f.debug_struct("CwHttp").field("policy", &self.policy).field("sandbox", &self.sandbox).finish()
     }
 }
 
@@ -216,14 +247,32 @@ impl CwHttp {
 
     /// A client enforcing `policy` over `lookup` (tests script DNS answers with it).
     pub fn with_lookup(policy: AddressPolicy, lookup: Arc<dyn HostLookup>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        Self::build(policy, lookup, None)
+    }
+
+    /// A client enforcing `policy` that may also reach `sandbox` (and nothing else that the policy
+    /// refuses): the process running the demo's sandbox ConnectWise.
+    pub fn with_sandbox(policy: AddressPolicy, sandbox: SandboxOrigin) -> Result<Self, reqwest::Error> {
+        Self::build(policy, Arc::new(SystemLookup), Some(sandbox))
+    }
+
+    fn build(policy: AddressPolicy, lookup: Arc<dyn HostLookup>, sandbox: Option<SandboxOrigin>) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(GuardedResolver::new(policy, lookup))
             .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(64)
-            .build()?;
-        Ok(CwHttp { client, policy })
+            .pool_max_idle_per_host(64);
+        if let Some(s) = &sandbox {
+            // Pinned: the sandbox's name never goes to DNS (nor through the guarded resolver).
+            builder = builder.resolve(&s.host, s.addr);
+        }
+        Ok(CwHttp { client: builder.build()?, policy, sandbox })
+    }
+
+    /// The sandbox origin this client may reach, if any.
+    pub fn sandbox(&self) -> Option<&SandboxOrigin> {
+        self.sandbox.as_ref()
     }
 
     /// The policy this client enforces.
@@ -239,6 +288,9 @@ impl CwHttp {
     /// [`AddressPolicy::AllowPrivate`], so a URL stored while it was allowed is refused once it is
     /// not) and a host written as an IP address (connected to without any lookup).
     pub fn check_url(&self, url: &Url) -> Result<(), CwError> {
+        if self.sandbox.as_ref().is_some_and(|s| s.matches(url)) {
+            return Ok(());
+        }
         if !self.policy.permits_scheme(url.scheme()) {
             let m = format!("the ConnectWise site must use https, not {}", url.scheme());
             return Err(CwError::new(CwErrorKind::InvalidUrl(m), Duration::ZERO));
@@ -411,6 +463,32 @@ mod tests {
         let lab = CwHttp::new(AddressPolicy::AllowPrivate).unwrap();
         assert!(lab.check_url(&url("http://127.0.0.1:8080")).is_ok());
         assert_eq!(lab.check_url(&url("http://169.254.169.254")).expect_err("metadata").code(), "CW_ADDRESS_REFUSED");
+    }
+
+    #[tokio::test]
+    async fn the_sandbox_exception_is_its_own_origin_only() {
+        let addr: SocketAddr = "127.0.0.1:41234".parse().expect("addr");
+        let sandbox = SandboxOrigin { host: "connectwise-sandbox.localhost".into(), addr };
+        assert_eq!(sandbox.site_url(), "http://connectwise-sandbox.localhost:41234");
+        let http = CwHttp::with_sandbox(AddressPolicy::PublicOnly, sandbox.clone()).expect("client");
+        let url = |s: &str| Url::parse(s).expect("url");
+        assert!(http.check_url(&url("http://connectwise-sandbox.localhost:41234/sandbox/apis/3.0/system/info")).is_ok());
+        assert!(http.check_url(&url("http://127.0.0.1:41234/sandbox/apis/3.0/company/companies?page=2")).is_ok());
+        for other in [
+            "http://127.0.0.1:41235",
+            "http://127.0.0.2:41234",
+            "https://127.0.0.1:41234",
+            "http://connectwise-sandbox.localhost:41235",
+            "http://10.0.0.1:41234",
+            "http://other.localhost:41234",
+            "http://8.8.8.8:41234",
+        ] {
+            assert!(http.check_url(&url(other)).is_err(), "{other} is not the sandbox");
+        }
+        // Without the exception, the sandbox is refused like any loopback address.
+        let plain = CwHttp::new(AddressPolicy::PublicOnly).expect("client");
+        assert!(plain.check_url(&url(&sandbox.site_url())).is_err());
+        assert!(plain.sandbox().is_none() && http.sandbox() == Some(&sandbox));
     }
 
     /// Answers a public address first, then a private one (DNS rebinding).

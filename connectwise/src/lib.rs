@@ -23,7 +23,9 @@ mod models;
 
 pub use client::{ACCEPT_HEADER_VALUE, Credentials, CwClient, MAX_PAGES, PAGE_SIZE, discover_codebase, is_valid_codebase};
 pub use error::{CwError, CwErrorKind};
-pub use guard::{AddressPolicy, CwHttp, ForbiddenDestination, GuardedResolver, HostLookup, SystemLookup, is_forbidden_address};
+pub use guard::{
+    AddressPolicy, CwHttp, ForbiddenDestination, GuardedResolver, HostLookup, SandboxOrigin, SystemLookup, is_forbidden_address,
+};
 pub use models::{
     Addition, Agreement, Board, BoardItem, BoardItemKind, Company, CwNumber, CwResponse, NamedRef, NewTicket, ProductRef, Ticket,
     truncate_chars,

@@ -354,6 +354,8 @@ struct Catalog {
     boards: BTreeMap<i64, FakeBoard>,
     tickets: Vec<serde_json::Value>,
     next_ticket_id: i64,
+    /// Quantity changes made "by hand" right after the next applied PATCH of an addition.
+    hand_edits: HashMap<i64, i64>,
 }
 
 struct RandomState {
@@ -403,6 +405,7 @@ impl State {
                 boards: BTreeMap::new(),
                 tickets: Vec::new(),
                 next_ticket_id: 1000,
+                hand_edits: HashMap::new(),
             }),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults { rules: Vec::new(), random: None }),
@@ -600,6 +603,13 @@ impl FakeConnectWise {
         if let Some(a) = lock(&self.state.catalog).additions.get_mut(&addition_id) {
             a.quantity = quantity;
         }
+    }
+
+    /// Somebody edits the addition by hand right after the next PATCH of it is applied: its
+    /// quantity changes by `delta` (the PATCH is answered with the quantity it set). The next push
+    /// of the addition then finds a quantity that differs from the one last set: drift.
+    pub fn hand_edit_after_next_patch(&self, addition_id: i64, delta: i64) {
+        lock(&self.state.catalog).hand_edits.insert(addition_id, delta);
     }
 
     /// Switches sparse mode on or off (see the crate documentation).

@@ -818,6 +818,11 @@ fn patch_addition(ctx: &Ctx<'_>, aid: i64, xid: i64) -> HttpResponse {
             ctx.applied.set(true);
             let a = a.clone();
             let answer = addition_json(&c, &a);
+            if let Some(delta) = c.hand_edits.remove(&xid)
+                && let Some(edited) = c.additions.get_mut(&xid)
+            {
+                edited.quantity += delta;
+            }
             drop(c);
             cw_json(200, &present(ctx, Kind::Addition, answer))
         }

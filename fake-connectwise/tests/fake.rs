@@ -237,6 +237,25 @@ async fn additions_get_and_patch() {
 }
 
 #[tokio::test]
+async fn a_hand_edit_follows_the_next_patch_only() {
+    let fake = FakeConnectWise::start(FakeConfig::default()).await;
+    seed(&fake);
+    let api = Api::new(&fake);
+    let path = "/finance/agreements/10/additions/100";
+    let set = |q: i64| json!([{"op": "replace", "path": "quantity", "value": q}]);
+    fake.hand_edit_after_next_patch(100, 7);
+    assert_eq!(fake.addition_quantity(100), Some(5), "nothing changes before the PATCH");
+    let (s, body) = api.send_json(reqwest::Method::PATCH, path, &set(40)).await;
+    assert_eq!((s, body["quantity"].clone()), (200, json!(40)), "the PATCH is answered with what it set");
+    assert_eq!(fake.addition_quantity(100), Some(47), "then somebody edits it by hand");
+    let (_, _, a) = api.get(path).await;
+    assert_eq!(a["quantity"], 47);
+    let (s, _) = api.send_json(reqwest::Method::PATCH, path, &set(40)).await;
+    assert_eq!(s, 200);
+    assert_eq!(fake.addition_quantity(100), Some(40), "once only");
+}
+
+#[tokio::test]
 async fn boards_and_tickets() {
     let fake = FakeConnectWise::start(FakeConfig::default()).await;
     seed(&fake);

@@ -70,7 +70,7 @@ async fn the_readme_curl_session_runs_verbatim_against_the_demo() {
     }
 
     // The demo on a pinned calendar (its latest closed month is July 2026); the printed summary
-    // comes once its dry run is done.
+    // comes once it has pushed that month to its sandbox ConnectWise.
     let dir = temp_dir("readme");
     let clock_start = integration_tests::test_epoch().to_rfc3339();
     let demo = Embedded::start_with(&dir, &[("CLOCK_START", &clock_start)], &["--demo"]);
@@ -123,7 +123,7 @@ async fn the_readme_curl_session_runs_verbatim_against_the_demo() {
             json!({}),
         )
         .await;
-    assert_eq!(state["connectWiseSettings"]["consumptionSyncEnabled"], false, "the session switches sync off again: {state}");
+    assert_eq!(state["connectWiseSettings"]["consumptionSyncEnabled"], true, "the demo keeps sync on: {state}");
     let run = &state["syncRuns"]["edges"][0]["node"];
     assert_eq!((run["dryRun"].clone(), run["status"].clone()), (json!(true), json!("SUCCEEDED")), "{state}");
     assert_eq!(run["customerIds"].as_array().map(Vec::len), Some(1), "{state}");
@@ -137,6 +137,7 @@ async fn the_readme_curl_session_runs_verbatim_against_the_demo() {
     // The late report of 400 users on the 15th is the month's peak under MAXIMUM.
     assert!(pushes.iter().any(|p| p["node"]["method"] == "MAXIMUM" && p["node"]["quantity"] == 400), "{pushes:?}");
     assert!(out.contains("\"skipReason\": \"DRY_RUN\""), "the session shows its pushes:\n{out}");
+    assert!(out.contains("\"trigger\": \"SCHEDULED\""), "the session shows the demo's monthly run:\n{out}");
     assert_eq!(demo.stop(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

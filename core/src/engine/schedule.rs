@@ -28,6 +28,26 @@ pub async fn start_scheduled_runs(deps: &EngineDeps, period: Period) -> Result<V
     Ok(created)
 }
 
+/// Start one tenant's scheduled run of `period` now rather than at the tick (`api --demo` does, for
+/// its sandbox tenant), and enqueue its aggregation. `None` if it was not started (see
+/// [`ledger::run::start_scheduled_for_tenant`]).
+pub async fn start_tenant_run_now(
+    db: &sea_orm::DatabaseConnection,
+    queue: &dyn crate::jobs::JobQueue,
+    tenant_id: i64,
+    period: Period,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, EngineError> {
+    let txn = sql::begin_write(db).await?;
+    let created = ledger::run::start_scheduled_for_tenant(&txn, now, period, tenant_id).await?;
+    txn.commit().await?;
+    if let Some(run_id) = created {
+        queue.enqueue(Job::AggregateRun(AggregateRunJob { run_id })).await?;
+        tracing::info!(period = %period, run_id, tenant_id, "scheduled sync run started ahead of the tick");
+    }
+    Ok(created)
+}
+
 /// This month's tick of `SYNC_CRON`: the first one at or after the start of `now`'s month.
 pub fn tick_of_month(schedule: &cron::Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let month_start = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single()?;

@@ -155,6 +155,20 @@ pub async fn start_owed<C: ConnectionTrait>(c: &C, now: DateTime<Utc>, latest_cl
     Ok(created)
 }
 
+/// The monthly run of one tenant started ahead of its tick (the demo's sandbox tenant): the same
+/// `SCHEDULED` run the tick would start, so the tick and its catch-up find it and start no other.
+/// `None` when the tenant has it already, has a run of the period running, or has sync off.
+pub async fn start_scheduled_for_tenant<C: ConnectionTrait>(
+    c: &C,
+    now: DateTime<Utc>,
+    period: Period,
+    tenant_id: i64,
+) -> Result<Option<i64>, DbErr> {
+    // An integer, formatted: no text of anyone's reaches the statement.
+    let created = insert_scheduled(c, now, period, &format!("s.consumption_sync_enabled = TRUE AND s.tenant_id = {tenant_id}")).await?;
+    Ok(created.first().map(|(run, _)| *run))
+}
+
 async fn insert_scheduled<C: ConnectionTrait>(c: &C, now: DateTime<Utc>, period: Period, tenants: &str) -> Result<Vec<(i64, i64)>, DbErr> {
     // No conflict target: a tenant whose scheduled run exists (uq_sync_runs_scheduled), or that has a
     // run of the period RUNNING (uq_sync_runs_running), gets nothing now.
