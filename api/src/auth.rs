@@ -1,4 +1,4 @@
-//! Bearer JWT verification (SPEC §4). The accepted algorithms come from configuration, never from
+//! Bearer JWT verification (docs/concepts.md: Who may do what). The accepted algorithms come from configuration, never from
 //! the token; `none` is never accepted. Keys: an HS256 secret, an RS256/ES256 PEM public key, or a
 //! JWKS URL (fetched, cached, refetched on an unknown `kid` at most every 30 s).
 use std::{

@@ -1,4 +1,4 @@
-//! The embedded default (SPEC §2 shape a, §3): with a SQLite `DATABASE_URL` (the default,
+//! The embedded default (README: Quick start, Configuration): with a SQLite `DATABASE_URL` (the default,
 //! `./data/consumption-sync.db`) the process needs no configuration. The directory of the database
 //! file is created, and a JWT secret and a `SECRETS_KEY` that are not set in the environment are
 //! generated on first start into files next to the database (mode 0600) and read back on later

@@ -3,7 +3,7 @@
 //! - `api` — the GraphQL API. On PostgreSQL (production) it needs `REDIS_URL` for the job queue and
 //!   runs the workers only with `--with-worker` (otherwise in separate `worker` processes).
 //! - With neither `DATABASE_URL` nor `REDIS_URL` set — any SQLite `DATABASE_URL` — it is the embedded
-//!   default (SPEC §2 shape a): API and workers in this one process on `./data/consumption-sync.db`,
+//!   default (README: Quick start): API and workers in this one process on `./data/consumption-sync.db`,
 //!   the job queue in the same database, keys generated next to it on first start, and the GraphiQL
 //!   and dashboard URLs plus a development admin token printed. A SQLite deployment with
 //!   `REDIS_URL` keeps its queue in Redis.

@@ -12,7 +12,7 @@ use crate::report::{Row, Series, Target};
 use crate::{Extras, Sizes};
 
 /// The baseline: the quantity of every mapping of tenant `$1` for the month `$2..=$3`, written by
-/// hand as one grouped join (SPEC §6 rules: license window, AVERAGE without the provisioning day,
+/// hand as one grouped join (the billing rules: license window, AVERAGE without the provisioning day,
 /// LAST_DAY with its fallback to the latest earlier sample, SUM of the three storage types'
 /// LAST_DAY, 0 once deprovisioned before month end, NULL = nothing to bill). The latest sample is
 /// found with one MAX over `day offset × 2^50 + value`.

@@ -1,4 +1,4 @@
-//! Who is acting, and what they may do (SPEC §4). Token verification lives in `api`; this is the
+//! Who is acting, and what they may do (docs/concepts.md: Who may do what). Token verification lives in `api`; this is the
 //! role matrix, a pure rule used by every resolver and by the dashboard.
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! Layered settings: defaults in code, overridden by environment variables (SPEC §3), validated once.
+//! Layered settings: defaults in code, overridden by environment variables (README: Configuration), validated once.
 use std::{collections::HashMap, time::Duration};
 
 use secrecy::SecretString;
@@ -157,7 +157,7 @@ impl Settings {
         Ok(())
     }
 
-    /// Production (PostgreSQL) refuses to start without explicit keys and a queue (SPEC §3).
+    /// Production (PostgreSQL) refuses to start without explicit keys and a queue (README: Configuration).
     pub fn require_production_secrets(&self) -> Result<(), ConfigError> {
         if !self.is_postgres() {
             return Ok(());

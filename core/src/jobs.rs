@@ -62,7 +62,7 @@ pub trait JobQueue: Send + Sync + 'static {
 /// Parse a six-field cron expression (seconds first), as `SYNC_CRON` takes it.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, cron::error::Error> {
     if expr.split_whitespace().count() != 6 {
-        // The cron crate also accepts 7 fields (with years); SPEC §3 fixes six.
+        // The cron crate also accepts 7 fields (with years); our cron expressions have six.
         return cron::Schedule::from_str("invalid");
     }
     cron::Schedule::from_str(expr)

@@ -1,4 +1,4 @@
-//! The monthly value of a product mapping (SPEC §6): per-period statistics of daily samples and the
+//! The monthly value of a product mapping (docs/billing-rules.md): per-period statistics of daily samples and the
 //! four interval methods. This is the money path: every step is exact integer arithmetic on
 //! micro-units, and the quantity is rounded up once, at the end.
 
@@ -103,7 +103,7 @@ named_enum! {
     }
 }
 
-/// Computes the monthly value of a mapping for `period` (SPEC §6).
+/// Computes the monthly value of a mapping for `period` (docs/billing-rules.md).
 ///
 /// `stats` holds one element for AVERAGE, MAXIMUM and LAST_DAY (an empty slice means no data; extra
 /// elements are ignored), and one element per Enterprise Workloads storage type present for SUM

@@ -1,4 +1,4 @@
-//! The product catalog: modules, usage metrics, interval methods, editions and the matrix of SPEC §5
+//! The product catalog: modules, usage metrics, interval methods, editions and the matrix of allowed combinations
 //! saying which usage metrics and interval methods each module allows.
 
 /// A name that is not one of the contract names of the enum it was parsed as.
@@ -37,7 +37,7 @@ named_enum! {
 }
 
 named_enum! {
-    /// How a month of daily samples becomes one monthly value (SPEC §6).
+    /// How a month of daily samples becomes one monthly value (docs/billing-rules.md).
     pub enum IntervalMethod {
         /// Mean over the counted days with a sample, excluding the provisioning day.
         Average => "AVERAGE",
@@ -68,7 +68,7 @@ const EW_INTERVALS: [IntervalMethod; 4] = IntervalMethod::ALL;
 const USER_INTERVALS: [IntervalMethod; 3] = [IntervalMethod::Average, IntervalMethod::Maximum, IntervalMethod::LastDay];
 
 impl ProductModule {
-    /// The usage metrics this module allows (SPEC §5), in contract order.
+    /// The usage metrics this module allows, in contract order.
     ///
     /// ```
     /// use domain::{ProductModule, UsageMetric};
@@ -82,7 +82,7 @@ impl ProductModule {
         }
     }
 
-    /// The interval methods this module allows (SPEC §5): `SUM` only for Enterprise Workloads.
+    /// The interval methods this module allows: `SUM` only for Enterprise Workloads.
     pub fn interval_methods(self) -> &'static [IntervalMethod] {
         match self {
             Self::EnterpriseWorkloads => &EW_INTERVALS,

@@ -1,4 +1,4 @@
-//! Pure business rules of Consumption Sync (SPEC §5 and §6).
+//! Pure business rules of Consumption Sync (docs/billing-rules.md, docs/graphql.md).
 //!
 //! Everything here is deterministic and free of I/O: the product catalog and its usage matrix, exact
 //! decimal values in micro-units, calendar periods, the monthly aggregation, push and run statuses,

@@ -26,7 +26,7 @@ macro_rules! named_enum {
             /// Every variant, in declaration order.
             pub const ALL: [Self; [$($text),+].len()] = [$(Self::$variant),+];
 
-            /// The contract name of this value (SPEC §8), e.g. as stored in the database.
+            /// The contract name of this value (docs/graphql.md), e.g. as stored in the database.
             pub fn as_str(&self) -> &'static str {
                 match self {
                     $(Self::$variant => $text),+

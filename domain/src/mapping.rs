@@ -1,11 +1,11 @@
-//! The product-mapping validation matrix of SPEC §5, as a pure function over facts the caller has
+//! The product-mapping validation matrix (docs/graphql.md), as a pure function over facts the caller has
 //! loaded (settings, customer, license, cached ConnectWise agreement and additions).
 
 use crate::aggregate::LicenseWindow;
 use crate::catalog::{IntervalMethod, ProductModule, UsageMetric};
 use chrono::NaiveDate;
 
-/// Stable error codes of the GraphQL `userErrors` (SPEC §5–§7).
+/// Stable error codes of the GraphQL `userErrors`.
 pub mod codes {
     /// The tenant has not configured ConnectWise or has consumption sync off.
     pub const CONSUMPTION_SYNC_DISABLED: &str = "CONSUMPTION_SYNC_DISABLED";
@@ -229,7 +229,7 @@ pub fn license_is_active(w: &LicenseWindow, today: NaiveDate) -> bool {
     w.deprovisioned_on.is_none_or(|end| end >= today)
 }
 
-/// Validates a product mapping against SPEC §5 and resolves its addition.
+/// Validates a product mapping against the mapping rules and resolves its addition.
 ///
 /// Checks run in this order and the first failure is returned: `CONSUMPTION_SYNC_DISABLED`,
 /// `USAGE_NOT_ALLOWED`, `INTERVAL_NOT_ALLOWED`, `CUSTOMER_NOT_MAPPED`, `MODULE_NOT_PROVISIONED`,

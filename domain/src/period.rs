@@ -104,7 +104,7 @@ impl Period {
         NaiveDate::from_ymd_opt(self.year, self.month, 1).unwrap_or(NaiveDate::MIN)
     }
 
-    /// The last day of the month (`dn` in SPEC §6).
+    /// The last day of the month (`dn` in docs/billing-rules.md).
     pub fn last_day(&self) -> NaiveDate {
         NaiveDate::from_ymd_opt(self.year, self.month, self.num_days()).unwrap_or(NaiveDate::MAX)
     }
@@ -160,7 +160,7 @@ impl<'de> serde::Deserialize<'de> for Period {
     }
 }
 
-/// Whether a period may be pushed to ConnectWise (SPEC §6: only the latest closed month).
+/// Whether a period may be pushed to ConnectWise (only the latest closed month; docs/billing-rules.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PushablePeriod {
     /// The latest closed month: may be pushed.

@@ -1,4 +1,4 @@
-//! Property tests of the monthly aggregation (SPEC §6) against a naive day-by-day recomputation.
+//! Property tests of the monthly aggregation (docs/billing-rules.md) against a naive day-by-day recomputation.
 
 use chrono::{Days, NaiveDate};
 use domain::*;

@@ -1,4 +1,4 @@
-//! SPEC §4: token verification and the role matrix.
+//! Token verification and the role matrix.
 use integration_tests::*;
 use serde_json::{Value, json};
 

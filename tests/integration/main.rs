@@ -6,6 +6,7 @@ mod calendar;
 mod config_errors;
 mod customers;
 mod dashboard;
+mod docs_in_repo;
 mod embedded;
 mod guard;
 mod http_errors;

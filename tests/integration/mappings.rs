@@ -1,4 +1,4 @@
-//! Product mappings: every rule of SPEC §5 with its code, field, and nothing written; concurrency;
+//! Product mappings: every mapping rule with its code, field, and nothing written; concurrency;
 //! optimistic versions; atomic replace-all.
 use integration_tests::*;
 use serde_json::{Value, json};

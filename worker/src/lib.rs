@@ -1,4 +1,4 @@
-//! The job workers (SPEC §2 `worker`): apalis 1.0 on Redis (apalis-redis), shared by any number
+//! The job workers (docs/operations.md): apalis 1.0 on Redis (apalis-redis), shared by any number
 //! of worker processes — or, in the embedded default, on SQLite (apalis-sqlite) inside `api`.
 //!
 //! - [`RedisQueue`] — the [`sync_core::jobs::JobQueue`] the `api` and the engine enqueue into.

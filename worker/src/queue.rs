@@ -26,7 +26,7 @@ use sync_core::{
 use crate::error::{WorkerError, redact_url};
 
 /// Response timeout of every Redis command. redis-rs defaults to 500 ms, which under load makes
-/// apalis workers fail their fetch/heartbeat and silently stop (SPEC §2).
+/// apalis workers fail their fetch/heartbeat and silently stop.
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one attempt to open the TCP connection.
 pub const REDIS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,5 +1,5 @@
 //! [`RedisRateLimiter`]: ConnectWise requests per second per tenant, shared by every worker
-//! process through Redis (SPEC §3 `CW_RATE_PER_TENANT`).
+//! process through Redis (`CW_RATE_PER_TENANT`, README: Configuration).
 //!
 //! A sliding-window log per tenant: a sorted set `{prefix}:rate:{tenant}` of the admission times
 //! (milliseconds of Redis's own clock, so the hosts' clocks don't matter). A Lua script drops the

@@ -1,4 +1,4 @@
-//! [`SqliteQueue`]: the [`JobQueue`] of the embedded deployment (SPEC §2 shape a) on apalis-sqlite 1.0,
+//! [`SqliteQueue`]: the [`JobQueue`] of the embedded deployment (README: Quick start) on apalis-sqlite 1.0,
 //! one `SqliteStorage` per job type, in the same SQLite file as the data and on sea-orm's own sqlx
 //! pool (`DatabaseConnection::get_sqlite_connection_pool`), so there is one set of connections, one
 //! busy timeout and one WAL for everything.

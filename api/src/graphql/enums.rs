@@ -1,4 +1,4 @@
-//! GraphQL enums mirroring the domain's, with the exact names of SPEC §8.
+//! GraphQL enums mirroring the domain's, with the exact names of the GraphQL contract (docs/graphql.md).
 use async_graphql::Enum;
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]

@@ -1,4 +1,4 @@
-//! The GraphQL schema (SPEC §8): merged query and mutation parts, limits, and SDL export.
+//! The GraphQL schema (docs/graphql.md): merged query and mutation parts, limits, and SDL export.
 pub mod context;
 pub mod enums;
 pub mod errors;
@@ -20,7 +20,7 @@ pub use resolvers::{Mutation, Query};
 
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Depth limit of SPEC §8.
+/// Depth limit (docs/graphql.md: Limits).
 pub const MAX_DEPTH: usize = 15;
 /// Complexity budget: list fields cost `first` × their selection, fields that reach PostgreSQL or
 /// Redis carry their cost (`limits::COST_*`).

@@ -31,7 +31,7 @@ where
     c
 }
 
-/// List fields cost `first` times their selection (SPEC §8).
+/// List fields cost `first` times their selection (docs/graphql.md).
 pub(crate) fn list_cost(first: Option<i32>, child: usize) -> usize {
     (first.unwrap_or(50).clamp(0, 100) as usize).max(1).saturating_mul(child)
 }

@@ -1,4 +1,4 @@
-//! Custom scalars of SPEC §8: `Date`, `Decimal`, `Period` (`DateTime` and `JSON` come from async-graphql).
+//! Custom scalars of the GraphQL contract: `Date`, `Decimal`, `Period` (`DateTime` and `JSON` come from async-graphql).
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 use chrono::NaiveDate;
 

@@ -370,7 +370,7 @@ pub struct RefreshCatalogPayload {
     pub user_errors: Vec<UserError>,
 }
 
-/// The batch limit of `recordConsumption` (SPEC §6); larger batches get `BATCH_TOO_LARGE`.
+/// The batch limit of `recordConsumption` (docs/billing-rules.md); larger batches get `BATCH_TOO_LARGE`.
 pub const MAX_SAMPLES: usize = 10_000;
 
 #[derive(Default)]

@@ -20,7 +20,7 @@ async fn scenario(app: &TestApp) {
     app.license(acme, PM::Endpoints, "2025-01-01", None).await;
     app.map_product(acme, 100, PM::Microsoft365, U::ActiveUsers, M::Average, 1000, AVG).await;
     app.map_product(acme, 100, PM::Endpoints, U::PreservedUsers, M::Maximum, 1001, MAX).await;
-    // SPEC §6 worked example: the provisioning day is excluded → (3.5 + 4) / 2 = 3.75 → 4.
+    // docs/billing-rules.md, AVERAGE with a mid-month license: the provisioning day is excluded → (3.5 + 4) / 2 = 3.75 → 4.
     app.record(acme, PM::Microsoft365, U::ActiveUsers, &[("2026-02-10", "100"), ("2026-02-11", "3.5"), ("2026-02-12", "4")]).await;
     app.record(
         acme,
