@@ -537,7 +537,7 @@ async fn configure_connectwise(
         ticket_subtype_id: Some(41),
         consumption_sync_enabled: first.then_some(true),
     };
-    Ok(accepted("ConnectWise settings", service::settings::configure(db, &access, p, input, now).await?)?)
+    accepted("ConnectWise settings", service::settings::configure(db, &access, p, input, now).await?)
 }
 
 /// The sandbox's catalog: the demo's companies, agreements, additions and board, with each
